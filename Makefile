@@ -1,0 +1,55 @@
+# vjepa2wb: `make install` (a .venv in the repo), then `make run` or `make test`.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+# torch is installed first and only if missing; override for another build, e.g. TORCH=torch
+TORCH   ?= torch==2.13.0
+STAMP   := $(VENV)/.installed
+RUN_ID  ?= make-run
+LIB_NBS := ^([0-9].*|index)\.ipynb$$
+# a digest of a folder's files, to check that a command changed nothing there
+digest   = find $(1) -type f \( -name '*.py' -o -name '*.ipynb' \) -not -path '*/.ipynb_checkpoints/*' | LC_ALL=C sort | xargs sha1sum
+
+.PHONY: install run test export clean lab readme
+
+install: $(STAMP)
+
+$(STAMP): settings.ini setup.py
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+# The main job on its embedded defaults (until the AC pipeline lands: the model benchmark).
+run: install
+	mkdir -p outputs/bench_models
+	$(BIN)/papermill nbs/bench_models.ipynb outputs/bench_models/$(RUN_ID).ipynb \
+	    -p run_id $(RUN_ID) --cwd nbs --no-progress-bar
+
+# export-in-sync, clean-in-sync, the library notebooks' inline tests, then pytest.
+test: install
+	@$(call digest,vjepa2wb) > $(VENV)/.pkg_before
+	$(BIN)/nbdev_export
+	@$(call digest,vjepa2wb) | diff -u $(VENV)/.pkg_before - \
+	    || (echo "FAILED: vjepa2wb/ was out of sync with nbs/: edit the notebooks and run nbdev_export"; exit 1)
+	@$(call digest,nbs) > $(VENV)/.nbs_before
+	$(BIN)/nbdev_clean
+	@$(call digest,nbs) | diff -u $(VENV)/.nbs_before - \
+	    || (echo "FAILED: nbdev_clean changed nbs/: run nbdev_clean and commit"; exit 1)
+	$(BIN)/nbdev_test --n_workers 2 --file_re '$(LIB_NBS)'
+	$(BIN)/python -m pytest tests
+
+export: install
+	$(BIN)/nbdev_export && $(BIN)/nbdev_clean
+
+readme: install
+	$(BIN)/python -c "from nbdev.quarto import proc_nbs; proc_nbs()"
+	$(BIN)/jupyter nbconvert --to markdown _proc/index.ipynb --output README --output-dir .
+	sed -i '1{/^---$$/,/^---$$/d}' README.md
+
+lab: install
+	$(BIN)/jupyter lab --notebook-dir=nbs
+
+clean:
+	rm -rf _proc _docs .pytest_cache build *.egg-info
