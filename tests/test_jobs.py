@@ -1,0 +1,35 @@
+"""Job notebooks run end to end under papermill, with tiny parameters, and refuse bad ones."""
+import json
+
+import papermill as pm
+import pytest
+
+from conftest import ROOT
+
+
+def run(nb, tmp_path, **params):
+    return pm.execute_notebook(ROOT / "nbs" / nb, tmp_path / "out.ipynb", parameters=params, cwd=ROOT / "nbs",
+                               kernel_name="python3", progress_bar=False, execution_timeout=600)
+
+
+def test_bench_models_writes_summary(tmp_path):
+    out = tmp_path / "bench"
+    run("bench_models.ipynb", tmp_path, model_size="tiny", frames=2, img_size=64, repeats=2,
+        compile=False, compile_hf=False, output_dir=str(out))
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("cpu_fp32_ours_eager_s", "cpu_fp32_hf_eager_s", "cpu_fp32_speedup_vs_hf_eager", "tokens"):
+        assert key in summary, key
+    assert summary["cpu_fp32_max_abs_diff_ours_eager"] < 1e-4        # the two models agree before they are timed
+    assert summary["cpu_fp32_speedup_vs_hf_eager"] == pytest.approx(
+        summary["cpu_fp32_hf_eager_s"] / summary["cpu_fp32_ours_eager_s"])
+    assert json.loads((out / "config.json").read_text())["model_size"] == "tiny"
+    assert (out / "timings.html").exists()
+
+
+@pytest.mark.parametrize("bad, message", [(dict(frames=3), "parameter frames=3 is invalid"),
+                                          (dict(model_size="enormous"), "parameter model_size='enormous' is invalid"),
+                                          (dict(repeats="5"), "parameter repeats must be int")])
+def test_bench_models_refuses_bad_parameters(tmp_path, bad, message):
+    with pytest.raises(pm.PapermillExecutionError, match=message):
+        run("bench_models.ipynb", tmp_path, output_dir=str(tmp_path / "never"), **bad)
+    assert not (tmp_path / "never").exists()

@@ -1,0 +1,69 @@
+"""The workbench's shape: packages in sync, job notebooks parametrised, the public API's contracts."""
+import configparser
+import inspect
+import json
+import shlex
+
+import yaml
+
+from conftest import ROOT
+
+JOB_PREFIXES = ("bench_", "pretrain", "train_", "probe", "collect_", "robot_")
+
+
+def notebooks():
+    return sorted((ROOT / "nbs").glob("*.ipynb"))
+
+
+def test_environment_yml_matches_settings_ini():
+    cfg = configparser.ConfigParser(delimiters=["="])
+    cfg.read(ROOT / "settings.ini")
+    pip_reqs = shlex.split(cfg["DEFAULT"]["requirements"]) + shlex.split(cfg["DEFAULT"]["dev_requirements"])
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    conda_pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    conda_pip = [p for p in conda_pip if not p.startswith("-e")]
+    assert sorted(conda_pip) == sorted(pip_reqs), (
+        f"environment.yml and settings.ini drifted: only in environment.yml {sorted(set(conda_pip) - set(pip_reqs))}, "
+        f"only in settings.ini {sorted(set(pip_reqs) - set(conda_pip))}")
+
+
+def test_job_notebooks_have_a_parameters_cell():
+    jobs = [nb for nb in notebooks() if nb.name.startswith(JOB_PREFIXES)]
+    assert jobs, "no job notebooks found"
+    for nb in jobs:
+        cells = json.loads(nb.read_text())["cells"]
+        assert any("parameters" in c.get("metadata", {}).get("tags", []) for c in cells), \
+            f"{nb.name} has no cell tagged 'parameters': papermill would silently ignore -p"
+
+
+def test_library_notebooks_export_a_module():
+    for nb in notebooks():
+        if nb.name[0].isdigit():
+            src = "".join("".join(c["source"]) for c in json.loads(nb.read_text())["cells"])
+            assert "#| default_exp" in src, f"{nb.name} exports no module"
+
+
+def test_readme_and_ci_entry_points():
+    readme = (ROOT / "README.md").read_text()
+    first = readme[: readme.index("## What V-JEPA 2 is")]
+    assert "make run" in first and "make test" in first, "README must start with the two set-up commands"
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_public_api_contracts():
+    from vjepa2wb import compute_new_pose, load_checkpoint, poses_to_diff, poses_to_diffs, save_checkpoint
+    from vjepa2wb.ac_predictor import VisionTransformerPredictorAC
+    from vjepa2wb.encoder import VisionTransformer
+    from vjepa2wb.predictor import VisionTransformerPredictor
+    from vjepa2wb.probe import AttentiveClassifier
+
+    sig = lambda f: list(inspect.signature(f).parameters)
+    assert sig(load_checkpoint) == ["path", "encoder", "predictor", "ac_predictor", "probe", "device"]
+    assert inspect.signature(load_checkpoint).parameters["device"].default == "cpu"
+    assert sig(save_checkpoint) == ["wm", "directory"]
+    assert sig(VisionTransformer.forward)[1:] == ["video", "masks"]
+    assert sig(VisionTransformerPredictor.forward)[1:] == ["ctx", "masks_ctx", "masks_tgt", "mask_index"]
+    assert sig(VisionTransformerPredictorAC.forward)[1:] == ["features", "actions", "states", "extrinsics"]
+    assert sig(AttentiveClassifier.forward)[1:] == ["tokens"]
+    assert sig(poses_to_diff) == ["start", "end"] and sig(poses_to_diffs) == ["poses"]
+    assert sig(compute_new_pose) == ["pose", "action"]
