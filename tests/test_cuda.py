@@ -1,0 +1,60 @@
+"""The same code on CUDA: fp32 conformance, and bf16 autocast close to fp32. Skipped without a GPU (CI has none)."""
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vjepa2wb import load_checkpoint
+from vjepa2wb.encoder import image_to_clip
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.fixture(autouse=True)
+def exact_fp32():
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False   # TF32 would round fp32 to 10 bits
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+def rel_err(a, b):
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+@torch.no_grad()
+def test_fp32_conformance_on_cuda(fix, hp, expect):
+    wm = load_checkpoint(fix / "pretrain_checkpoint.pt", encoder=hp["encoder"], predictor=hp["predictor"], device="cuda")
+    io, masks = load_file(fix / "encoder_io.safetensors"), load_file(fix / "masks.safetensors")
+    video = io["video"].cuda()
+    expect(wm.target_encoder(video).cpu(), "encoder_io.safetensors", "target_encoder_video_out")
+    expect(wm.target_encoder(image_to_clip(io["image"].cuda(), 2)).cpu(), "encoder_io.safetensors", "target_encoder_image_tubelet_out")
+    mc, mt = masks["masks_enc_m0"].cuda(), masks["masks_pred_m0"].cuda()
+    expect(wm.encoder(video, masks=mc).cpu(), "predictor_io.safetensors", "encoder_context_out_m0")
+    ctx = load_file(fix / "predictor_io.safetensors")["encoder_context_out_m0"].cuda()
+    expect(wm.predictor(ctx, mc, mt).cpu(), "predictor_io.safetensors", "predictor_out_m0")
+    ac = load_checkpoint(fix / "ac_checkpoint.pt", encoder=hp["encoder"], ac_predictor=hp["ac_predictor"], device="cuda")
+    a = load_file(fix / "ac_predictor_io.safetensors")
+    out = ac.ac_predictor(a["ac_features_in"].cuda(), a["ac_actions_in"].cuda(), a["ac_states_in"].cuda())
+    expect(out.cpu(), "ac_predictor_io.safetensors", "ac_out")
+
+
+def test_bf16_autocast_matches_fp32_and_trains(fix, hp):
+    ac = load_checkpoint(fix / "ac_checkpoint.pt", encoder=hp["encoder"], ac_predictor=hp["ac_predictor"], device="cuda")
+    io = load_file(fix / "encoder_io.safetensors")
+    a = load_file(fix / "ac_predictor_io.safetensors")
+    feats, acts, sts = a["ac_features_in"].cuda(), a["ac_actions_in"].cuda(), a["ac_states_in"].cuda()
+    with torch.no_grad():
+        ref_enc, ref_ac = ac.encoder(io["video"].cuda()), ac.ac_predictor(feats, acts, sts)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            enc, out = ac.encoder(io["video"].cuda()), ac.ac_predictor(feats, acts, sts)
+    assert out.dtype == torch.bfloat16            # the encoder ends in LayerNorm, which autocast keeps in fp32
+    assert torch.isfinite(enc).all() and torch.isfinite(out).all()
+    assert rel_err(enc, ref_enc) < 3e-2 and rel_err(out, ref_ac) < 3e-2, (rel_err(enc, ref_enc), rel_err(out, ref_ac))
+    # a training step under autocast with activation checkpointing gives finite gradients
+    pred = ac.ac_predictor.train()
+    pred.grad_checkpointing = True
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = (pred(feats, acts, sts) - feats).abs().mean()
+    loss.backward()
+    grads = [p.grad for p in pred.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
