@@ -208,3 +208,44 @@ def test_large_file_loads_memory_mapped(tmp_path):
     """)
     grew = int(subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True).stdout.split()[-1])
     assert grew < 0.25 * size, f"loading a {size / 1e6:.0f} MB file grew the peak RSS by {grew / 1e6:.0f} MB"
+
+
+def test_release_extras_are_ignored_knowingly(tmp_path, pretrain_dict, hp, fix, expect):
+    """Release files may lack opt/scaler and carry unused sin-cos position tables: both load, and say so."""
+    ck = {k: dict(v) for k, v in pretrain_dict.items() if k in ("encoder", "target_encoder", "predictor")}
+    D = hp["encoder"]["embed_dim"]
+    ck["target_encoder"]["module.backbone.pos_embed"] = torch.zeros(1, 32, D)
+    ck["predictor"]["module.backbone.predictor_pos_embed"] = torch.zeros(1, 32, hp["predictor"]["pred_embed_dim"])
+    torch.save(ck, tmp_path / "release.pt")
+    wm = load_checkpoint(tmp_path / "release.pt", encoder=hp["encoder"], predictor=hp["predictor"])
+    assert sorted(wm.ignored) == ["predictor.predictor_pos_embed", "target_encoder.pos_embed"]
+    video = load_file(fix / "encoder_io.safetensors")["video"]
+    with torch.no_grad():
+        expect(wm.target_encoder(video), "encoder_io.safetensors", "target_encoder_video_out")
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("activation", ["gelu", "swiglu"])
+def test_official_layout_roundtrip_infers_architecture(tmp_path, activation):
+    """A model saved in the official layout loads back with its architecture read off the weights."""
+    from vjepa2wb.core import ac_predictor_config, encoder_config
+    from vjepa2wb.ac_predictor import VisionTransformerPredictorAC
+    from vjepa2wb.encoder import VisionTransformer
+    torch.manual_seed(0)
+    enc = VisionTransformer(encoder_config("tiny", depth=3, activation=activation, img_size=64, num_frames=4)).eval()
+    ac = VisionTransformerPredictorAC(ac_predictor_config("tiny", pred_depth=2, img_size=64, use_extrinsics=True,
+                                                          activation=activation, max_num_frames=8)).eval()
+    wrap = lambda m: {f"module.{k}": v for k, v in m.state_dict().items()}
+    torch.save({"encoder": wrap(enc), "predictor": wrap(ac), "epoch": 3}, tmp_path / "ac.pt")
+    wm = load_checkpoint(tmp_path / "ac.pt", encoder=dict(img_size=64),
+                         ac_predictor=dict(img_size=64, use_extrinsics=True, max_num_frames=8, pred_num_heads=6))
+    cfg = wm.config["encoder"]
+    assert (cfg.depth, cfg.embed_dim, cfg.activation, cfg.mlp_hidden) == (3, 192, activation, enc.cfg.mlp_hidden)
+    assert wm.config["ac_predictor"].pred_depth == 2 and wm.config["ac_predictor"].cond_tokens == 3
+    video = torch.randn(1, 3, 4, 64, 64)
+    assert torch.equal(wm.encoder(video), enc(video))
+    feats, acts = torch.randn(1, 2 * 16, 192), torch.randn(1, 2, 7)
+    ext = torch.randn(1, 2, 6)
+    assert torch.equal(wm.ac_predictor(feats, acts, acts, ext), ac(feats, acts, acts, ext))
+    with pytest.raises(ValueError, match="extrinsics must be"):
+        wm.ac_predictor(feats, acts, acts)
