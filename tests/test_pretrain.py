@@ -1,0 +1,83 @@
+"""Pretraining: kill -9 and resume, torchrun with 2 processes (DDP and FSDP2, gloo on CPU), the job notebook."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import pandas as pd
+import papermill as pm
+import pytest
+
+from conftest import ROOT
+from vjepa2wb import load_checkpoint
+from vjepa2wb.core import write_json
+from vjepa2wb.pretrain import PretrainConfig, run_pretrain
+
+TINY = dict(model_size="tiny", encoder=dict(depth=2), predictor=dict(pred_depth=1), frames=4, crop=64, batch_size=4,
+            lr=1e-3, start_lr=1e-3, warmup=0.0, ema=(0.9, 0.99))
+
+
+def launch_spec(out: Path, steps: int, resume: bool) -> Path:
+    cfg = PretrainConfig(**TINY, steps=steps, checkpoint_every=2)
+    spec = dict(config=asdict(cfg), data="synthetic", out=str(out), resume=resume, strategy="ddp", device="cpu",
+                n=32, load_size=72)
+    return write_json(out.parent / f"{out.name}-launch.json", spec)
+
+
+def test_resume_after_kill_9_continues_steps_schedule_and_loss(tmp_path):
+    steps = 8
+    reference = run_pretrain(PretrainConfig(**TINY, steps=steps, checkpoint_every=2), "synthetic", tmp_path / "ref",
+                             n=32, load_size=72, device="cpu")
+    out = tmp_path / "killed"
+    spec = launch_spec(out, steps, resume=False)
+    proc = subprocess.Popen([sys.executable, "-m", "vjepa2wb.pretrain", str(spec)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest = out / "checkpoints" / "latest.json"
+    deadline = time.time() + 300
+    while not (latest.exists() and json.loads(latest.read_text())["step"] >= 4):
+        assert proc.poll() is None, "the run ended before it could be killed"
+        assert time.time() < deadline, "no checkpoint within 5 minutes"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = json.loads(latest.read_text())["step"]
+    assert killed_at < steps, "killed too late to test resuming"
+    resumed = run_pretrain(PretrainConfig(**TINY, steps=steps, checkpoint_every=2), "synthetic", out, resume=True,
+                           n=32, load_size=72, device="cpu")
+    assert resumed.step.tolist() == list(range(steps))
+    pd.testing.assert_series_equal(resumed.lr, reference.lr)
+    pd.testing.assert_series_equal(resumed.momentum, reference.momentum)
+    assert (resumed.loss - reference.loss).abs().max() < 1e-5, (resumed.loss.tolist(), reference.loss.tolist())
+    assert not list((out / "checkpoints").glob(".*tmp*")), "a half-written checkpoint was left behind"
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_torchrun_two_processes_on_cpu(tmp_path, strategy):
+    out = tmp_path / strategy
+    metrics = run_pretrain(PretrainConfig(**TINY, steps=4, checkpoint_every=4), "synthetic", out, nproc=2,
+                           strategy=strategy, n=32, load_size=72, device="cpu")
+    assert metrics.step.tolist() == [0, 1, 2, 3] and metrics.loss.notna().all()
+    checkpoints = sorted((out / "checkpoints").glob("step_*"))
+    assert [c.name for c in checkpoints] == ["step_000004"]
+    wm = load_checkpoint(checkpoints[0])
+    assert wm.encoder is not None and wm.predictor is not None and wm.target_encoder is not None
+
+
+def test_pretrain_job_notebook(tmp_path):
+    out = tmp_path / "run"
+    pm.execute_notebook(ROOT / "nbs" / "pretrain.ipynb", tmp_path / "out.ipynb", cwd=ROOT / "nbs", kernel_name="python3",
+                        parameters=dict(steps=4, checkpoint_every=2, n_clips=16, output_dir=str(out)),
+                        progress_bar=False, execution_timeout=900)
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("probe_acc_pretrained", "probe_acc_random", "probe_acc_motion_pretrained", "probe_acc_appearance_random",
+                "final_loss", "target_std_final"):
+        assert key in summary, key
+    assert (out / "metrics.parquet").exists() and (out / "curves.html").exists() and (out / "config.json").exists()
+    assert load_checkpoint(summary["checkpoint"]).encoder is not None
+    with pytest.raises(pm.PapermillExecutionError, match="resume=True needs the output_dir or run_id"):
+        pm.execute_notebook(ROOT / "nbs" / "pretrain.ipynb", tmp_path / "bad.ipynb", cwd=ROOT / "nbs",
+                            kernel_name="python3", parameters=dict(resume=True), progress_bar=False)
