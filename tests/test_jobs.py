@@ -33,3 +33,10 @@ def test_bench_models_refuses_bad_parameters(tmp_path, bad, message):
     with pytest.raises(pm.PapermillExecutionError, match=message):
         run("bench_models.ipynb", tmp_path, output_dir=str(tmp_path / "never"), **bad)
     assert not (tmp_path / "never").exists()
+
+
+def test_explore_masks_notebook_runs(tmp_path):
+    nb = run("explore_masks.ipynb", tmp_path)
+    html = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+            if "text/html" in o.get("data", {}) or "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert html, "the panel displayed nothing"
