@@ -81,3 +81,18 @@ def test_pretrain_job_notebook(tmp_path):
     with pytest.raises(pm.PapermillExecutionError, match="resume=True needs the output_dir or run_id"):
         pm.execute_notebook(ROOT / "nbs" / "pretrain.ipynb", tmp_path / "bad.ipynb", cwd=ROOT / "nbs",
                             kernel_name="python3", parameters=dict(resume=True), progress_bar=False)
+
+
+def test_corrupt_and_short_videos_are_skipped_and_counted(tmp_path):
+    from vjepa2wb.data import SyntheticShapes, write_video
+    root = tmp_path / "videos"
+    for cls, i in (("left", 1), ("right", 0)):
+        (root / cls).mkdir(parents=True)
+        write_video(root / cls / "ok.mp4", SyntheticShapes(frames=16, size=72)[i][0])
+    write_video(root / "left" / "short.mp4", SyntheticShapes(frames=2, size=72)[1][0])
+    (root / "right" / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom" + os.urandom(512))
+    metrics = run_pretrain(PretrainConfig(**TINY, steps=3, checkpoint_every=3), str(root), tmp_path / "run",
+                           load_size=72, device="cpu")
+    assert metrics.step.tolist() == [0, 1, 2]
+    assert metrics.skipped.sum() >= 2 and metrics.loss.notna().all()
+    assert (metrics.loss[metrics.skipped < 3] > 0).all(), metrics[["loss", "skipped"]]   # readable clips were trained on
