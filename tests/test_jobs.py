@@ -47,3 +47,25 @@ def test_bench_sim_writes_summary(tmp_path):
     run("bench_sim.ipynb", tmp_path, steps=5, size=64, output_dir=str(out))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps_per_s"] > 0 and summary["render_fps"] > 0 and summary["bit_exact_replay"] is True
+
+
+def test_collect_sim_then_load_as_clips(tmp_path):
+    from vjepa2wb.episodes import RobotClips, collate_robot
+    out = tmp_path / "sim"
+    run("collect_sim.ipynb", tmp_path, episodes=2, size=64, output_dir=str(out))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["episodes"] == 2 and summary["frames"] > 0
+    run("collect_sim.ipynb", tmp_path, episodes=3, size=64, output_dir=str(out))      # resumes
+    assert json.loads((out / "summary.json").read_text())["resumed_from"] == 2
+    for layout in ("droid", "lerobot"):
+        ds = RobotClips(out / layout, frames=4, fps=4.0)
+        assert len(ds) == 3
+        batch = collate_robot([ds[i] for i in range(len(ds))])
+        assert batch["video"].shape[1:] == (4, 64, 64, 3) and batch["actions"].shape[1:] == (3, 7)
+    with pytest.raises(pm.PapermillExecutionError, match="parameter episodes=0 is invalid"):
+        run("collect_sim.ipynb", tmp_path, episodes=0, output_dir=str(tmp_path / "never"))
+
+
+def test_explore_dataset_notebook_runs(tmp_path):
+    nb = run("explore_dataset.ipynb", tmp_path)
+    assert any("episodes under" in o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
