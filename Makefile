@@ -27,7 +27,7 @@ $(STAMP): settings.ini setup.py
 # The main job on its embedded defaults: collect sim episodes, pretrain, train the AC predictor, evaluate, report.
 run: install
 	mkdir -p outputs/run/$(RUN_ID)
-	$(BIN)/papermill nbs/pipeline.ipynb outputs/run/$(RUN_ID)/pipeline.ipynb -p run_id $(RUN_ID) --cwd nbs --no-progress-bar
+	$(BIN)/papermill nbs/pipeline.ipynb outputs/run/$(RUN_ID)/pipeline.ipynb -p run_id $(RUN_ID) --cwd nbs --no-progress-bar --log-output
 	@echo "report: outputs/run/$(RUN_ID)/report.html"
 
 # the encoder benchmark (ours vs Hugging Face)
