@@ -114,3 +114,39 @@ def test_hf_matches_transformers_itself(fix):
         ref = hf(io["pixel_values_videos"], skip_predictor=True).last_hidden_state
         ours = wm.encoder(io["pixel_values_videos"].permute(0, 2, 1, 3, 4))
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_energy_grid_reproduces_the_official_landscape(fix, hp):
+    import numpy as np
+    from vjepa2wb.planning import energy_grid
+    wm = load_checkpoint(fix / "ac_checkpoint.pt", encoder=hp["encoder"], ac_predictor=hp["ac_predictor"])
+    npz = np.load(fix / "franka_example_traj.npz")
+    info = __import__("json").loads((fix / "manifest.json").read_text())["energy_landscape"]
+    E = energy_grid(wm, npz["observations"][0], npz["states"], grid_size=info["grid_size"], nsamples=info["nsamples"])
+    ref = load_file(fix / "energy_landscape.safetensors")["energies"]
+    assert E.shape == (info["nsamples"] ** 3,)
+    assert (E - ref).abs().max() < 1e-5, (E - ref).abs().max()
+    E3 = energy_grid(wm, npz["observations"][0], npz["states"][0], grid_size=info["grid_size"], nsamples=info["nsamples"])
+    assert torch.equal(E, E3)                                   # states [1,2,7] or [2,7]
+
+
+def test_cem_reproduces_the_official_plans(fix, hp):
+    import json
+    import numpy as np
+    from safetensors import safe_open
+    from vjepa2wb.planning import cem
+    wm = load_checkpoint(fix / "ac_checkpoint.pt", encoder=hp["encoder"], ac_predictor=hp["ac_predictor"])
+    io = load_file(fix / "cem_io.safetensors")
+    with safe_open(fix / "cem_io.safetensors", "pt") as f:
+        info = json.loads(f.metadata()["fixture_info"])
+    for name, st in info["settings"].items():
+        diffs = []
+        for seed in info["seeds"]:
+            torch.manual_seed(seed)
+            plan = cem(wm, io["context_reps"], io["context_state"], io["goal_reps"], horizon=st["rollout"], samples=st["samples"],
+                       iterations=st["cem_steps"], topk=st["topk"], momentum_mean=st["momentum_mean"], momentum_std=st["momentum_std"],
+                       momentum_mean_gripper=st["momentum_mean_gripper"], momentum_std_gripper=st["momentum_std_gripper"],
+                       maxnorm=st["maxnorm"])
+            assert plan.shape == (st["rollout"], 7)
+            diffs.append((plan - io[f"actions_{name}_seed{seed}"]).abs().max().item())
+        assert float(np.median(diffs)) <= 1e-3, (name, diffs)
