@@ -71,5 +71,6 @@ def test_public_api_contracts():
     assert sig(energy_grid) == ["wm", "frames", "states", "grid_size", "nsamples", "crop_size"]
     defaults = {k: v.default for k, v in inspect.signature(cem).parameters.items()}
     assert list(defaults)[:4] == ["wm", "context_reps", "context_state", "goal_reps"]
-    assert {k: defaults[k] for k in list(defaults)[4:]} == dict(horizon=1, samples=100, iterations=100, topk=10, momentum_mean=0.25,
-        momentum_std=0.95, momentum_mean_gripper=0.15, momentum_std_gripper=0.15, maxnorm=0.05)
+    contract = dict(horizon=1, samples=100, iterations=100, topk=10, momentum_mean=0.25, momentum_std=0.95,
+                    momentum_mean_gripper=0.15, momentum_std_gripper=0.15, maxnorm=0.05)
+    assert {k: defaults[k] for k in list(defaults)[4:13]} == contract     # extra options come after, keyword-only
