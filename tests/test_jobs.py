@@ -96,3 +96,20 @@ def test_train_ac_refuses_bad_parameters(tmp_path):
         run("train_ac.ipynb", tmp_path, data=str(tmp_path / "missing"))
     with pytest.raises(pm.PapermillExecutionError, match="parameter frames=1 is invalid"):
         run("train_ac.ipynb", tmp_path, data=str(tmp_path), frames=1)
+
+
+def test_robot_session_records_every_step(tmp_path, fix, hp):
+    from vjepa2wb import load_checkpoint, save_checkpoint
+    ckpt = save_checkpoint(load_checkpoint(fix / "ac_checkpoint.pt", encoder=hp["encoder"], ac_predictor=hp["ac_predictor"]),
+                           tmp_path / "ac_model")
+    out = tmp_path / "session"
+    run("robot_session.ipynb", tmp_path, checkpoint=str(ckpt), task="reach", episodes=2, max_steps=3,
+        planner={"samples": 16, "iterations": 2, "topk": 4}, size=hp["encoder"]["img_size"], output_dir=str(out))
+    steps = [json.loads(l) for l in (out / "steps.jsonl").read_text().splitlines()]
+    assert len(steps) == 6 and {s["episode"] for s in steps} == {0, 1}
+    assert len(list((out / "frames").glob("*.npy"))) == 6 and len(list(out.glob("episode_*.mp4"))) == 2
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["reach"]) == {"success_rate", "mean_final_distance_cm", "seconds_per_action", "episodes"}
+    assert (out / "episodes.csv").exists()
+    with pytest.raises(pm.PapermillExecutionError, match="parameter task='juggle' is invalid"):
+        run("robot_session.ipynb", tmp_path, checkpoint=str(ckpt), task="juggle", output_dir=str(tmp_path / "never"))
