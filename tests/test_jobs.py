@@ -76,14 +76,16 @@ def test_pipeline_end_to_end_tiny(tmp_path):
     params = tmp_path / "tiny.yaml"
     params.write_text("collect_sim: {episodes: 4, size: 64}\n"
                       "pretrain: {encoder_depth: 2, pred_depth: 1, frames: 4, steps: 4, batch_size: 4, checkpoint_every: 4, probe: false}\n"
-                      "train_ac: {frames: 4, pred_depth: 1, steps: 6, batch_size: 4, checkpoint_every: 6}\n")
+                      "train_ac: {frames: 4, pred_depth: 1, steps: 6, batch_size: 4, checkpoint_every: 6}\n"
+                      "robot_session: {episodes: 1, max_steps: 2, planner: {samples: 8, iterations: 1, topk: 2}}\n")
     out = tmp_path / "run"
     run("pipeline.ipynb", tmp_path, run_id="test", params_file=str(params), output_root=str(out))
     summary = json.loads((out / "summary.json").read_text())
     for key in ("val_l1_model_1step", "val_l1_copy_last_1step", "val_l1_shuffled_actions_1step", "model_below_copy_last_1step"):
         assert key in summary, key
     assert (out / "report.html").stat().st_size > 10_000
-    for stage in ("collect_sim", "pretrain", "train_ac"):
+    assert 0 <= summary["reach_success_rate"] <= 1
+    for stage in ("collect_sim", "pretrain", "train_ac", "robot_session"):
         assert (out / f"{stage}.ipynb").exists() and (out / stage / "summary.json").exists()
     # the rollout explorer runs on that model
     ckpt = json.loads((out / "train_ac" / "summary.json").read_text())["checkpoint"]
