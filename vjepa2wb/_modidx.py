@@ -321,5 +321,6 @@ d = { 'settings': { 'branch': 'main',
                                    'vjepa2wb.train_ac.encode_frames': ('train_ac.html#encode_frames', 'vjepa2wb/train_ac.py'),
                                    'vjepa2wb.train_ac.encoder_fingerprint': ('train_ac.html#encoder_fingerprint', 'vjepa2wb/train_ac.py'),
                                    'vjepa2wb.train_ac.evaluate': ('train_ac.html#evaluate', 'vjepa2wb/train_ac.py'),
+                                   'vjepa2wb.train_ac.predict_frames': ('train_ac.html#predict_frames', 'vjepa2wb/train_ac.py'),
                                    'vjepa2wb.train_ac.split_episodes': ('train_ac.html#split_episodes', 'vjepa2wb/train_ac.py'),
                                    'vjepa2wb.train_ac.train_ac': ('train_ac.html#train_ac', 'vjepa2wb/train_ac.py')}}}
