@@ -12,7 +12,7 @@ LIB_NBS := ^([0-9].*|index)\.ipynb$$
 # a digest of a folder's files, to check that a command changed nothing there
 digest   = find $(1) -type f \( -name '*.py' -o -name '*.ipynb' \) -not -path '*/.ipynb_checkpoints/*' | LC_ALL=C sort | xargs sha1sum
 
-.PHONY: install run bench test export clean lab readme
+.PHONY: install browser run bench test export clean lab readme
 
 install: $(STAMP)
 
@@ -35,8 +35,14 @@ bench: install
 	mkdir -p outputs/bench_models
 	$(BIN)/papermill nbs/bench_models.ipynb outputs/bench_models/$(RUN_ID).ipynb -p run_id $(RUN_ID) --cwd nbs --no-progress-bar
 
+# Chromium (the live panel's browser test, PNG export) is a system package: installed with apt where allowed
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	    timeout 300 sh -c 'apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }'; } \
+	    || echo "WARNING: no Chromium could be installed: the live-panel browser test will be SKIPPED"
+
 # export-in-sync, clean-in-sync, the library notebooks' inline tests, then pytest.
-test: install
+test: install browser
 	@$(call digest,vjepa2wb) > $(VENV)/.pkg_before
 	$(BIN)/nbdev_export
 	@$(call digest,vjepa2wb) | diff -u $(VENV)/.pkg_before - \

@@ -8,7 +8,7 @@ import yaml
 
 from conftest import ROOT
 
-JOB_PREFIXES = ("bench_", "pretrain", "train_", "probe", "collect_", "robot_")
+JOB_PREFIXES = ("bench_", "pretrain", "train_", "probe", "collect_", "robot_", "eval_")
 
 
 def notebooks():
