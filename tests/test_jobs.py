@@ -77,15 +77,16 @@ def test_pipeline_end_to_end_tiny(tmp_path):
     params.write_text("collect_sim: {episodes: 4, size: 64}\n"
                       "pretrain: {encoder_depth: 2, pred_depth: 1, frames: 4, steps: 4, batch_size: 4, checkpoint_every: 4, probe: false}\n"
                       "train_ac: {frames: 4, pred_depth: 1, steps: 6, batch_size: 4, checkpoint_every: 6}\n"
-                      "robot_session: {episodes: 1, max_steps: 2, planner: {samples: 8, iterations: 1, topk: 2}}\n")
+                      "eval_energy: {episodes: 1, pairs: 3}\n"
+                      "robot_session: {episodes: 1, max_steps: 2, planner: {samples: 8, iterations: 1, topk: 2}, compare: []}\n")
     out = tmp_path / "run"
     run("pipeline.ipynb", tmp_path, run_id="test", params_file=str(params), output_root=str(out))
     summary = json.loads((out / "summary.json").read_text())
     for key in ("val_l1_model_1step", "val_l1_copy_last_1step", "val_l1_shuffled_actions_1step", "model_below_copy_last_1step"):
         assert key in summary, key
     assert (out / "report.html").stat().st_size > 10_000
-    assert 0 <= summary["reach_success_rate"] <= 1
-    for stage in ("collect_sim", "pretrain", "train_ac", "robot_session"):
+    assert 0 <= summary["reach_success_rate"] <= 1 and 0 <= summary["argmin_within_one_cell"] <= 1
+    for stage in ("collect_sim", "pretrain", "train_ac", "eval_energy", "robot_session"):
         assert (out / f"{stage}.ipynb").exists() and (out / stage / "summary.json").exists()
     # the rollout explorer runs on that model
     ckpt = json.loads((out / "train_ac" / "summary.json").read_text())["checkpoint"]
@@ -106,12 +107,39 @@ def test_robot_session_records_every_step(tmp_path, fix, hp):
                            tmp_path / "ac_model")
     out = tmp_path / "session"
     run("robot_session.ipynb", tmp_path, checkpoint=str(ckpt), task="reach", episodes=2, max_steps=3,
-        planner={"samples": 16, "iterations": 2, "topk": 4}, size=hp["encoder"]["img_size"], output_dir=str(out))
+        planner={"samples": 16, "iterations": 2, "topk": 4, "tol": 0.0}, compare=["fast"], size=hp["encoder"]["img_size"],
+        output_dir=str(out))
     steps = [json.loads(l) for l in (out / "steps.jsonl").read_text().splitlines()]
-    assert len(steps) == 6 and {s["episode"] for s in steps} == {0, 1}
-    assert len(list((out / "frames").glob("*.npy"))) == 6 and len(list(out.glob("episode_*.mp4"))) == 2
+    assert len(steps) == 12 and {s["episode"] for s in steps} == {0, 1} and {s["planner"] for s in steps} == {"custom", "fast"}
+    assert all(s["flops"] > 0 for s in steps) and {s["iterations"] for s in steps if s["planner"] == "custom"} == {2}
+    assert len(list((out / "frames").glob("*.npy"))) == 12 and len(list(out.glob("episode_*.mp4"))) == 4
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["reach"]) == {"success_rate", "mean_final_distance_cm", "seconds_per_action", "episodes"}
+    assert {"success_rate", "mean_final_distance_cm", "seconds_per_action"} <= set(summary["reach"])
+    assert set(summary["planners"]) == {"custom", "fast"} and summary["planners"]["fast"]["gflop_per_action"] > 0
     assert (out / "episodes.csv").exists()
     with pytest.raises(pm.PapermillExecutionError, match="parameter task='juggle' is invalid"):
         run("robot_session.ipynb", tmp_path, checkpoint=str(ckpt), task="juggle", output_dir=str(tmp_path / "never"))
+
+
+def test_bench_planning_writes_summary(tmp_path):
+    """The planning benchmark on tiny settings: the contracted keys, and both paths agree."""
+    out = tmp_path / "bench"
+    run("bench_planning.ipynb", tmp_path, models=["fixture", "default"], samples=16, iterations=2, output_dir=str(out))
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("efficiency", "seconds_per_action_fast", "seconds_per_action_reference", "speedup_vs_reference", "max_energy_diff"):
+        assert isinstance(summary[key], float) and summary[key] >= 0, key
+    assert summary["max_energy_diff"] < 1e-5 and set(summary["models"]) == {"fixture", "default"}
+    assert all(m["same_choice"] and 0 < m["efficiency"] < 1.5 for m in summary["models"].values())
+    with pytest.raises(pm.PapermillExecutionError, match="parameter models"):
+        run("bench_planning.ipynb", tmp_path, models=["huge"], output_dir=str(tmp_path / "never"))
+
+
+def test_explore_energy_runs_on_every_source(tmp_path, fix, hp):
+    from vjepa2wb import load_checkpoint, save_checkpoint
+    ckpt = save_checkpoint(load_checkpoint(fix / "ac_checkpoint.pt", encoder=hp["encoder"], ac_predictor=hp["ac_predictor"]),
+                           tmp_path / "ac_model")
+    for source, extra in (("official", {}), ("sim", dict(checkpoint=str(ckpt), size=hp["encoder"]["img_size"]))):
+        nb = run("explore_energy.ipynb", tmp_path, source=source, nsamples=3, **extra)
+        assert any("cells from the true action" in o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    with pytest.raises(pm.PapermillExecutionError, match="parameter source"):
+        run("explore_energy.ipynb", tmp_path, source="dream")
