@@ -30,10 +30,13 @@ run: install
 	$(BIN)/papermill nbs/pipeline.ipynb outputs/run/$(RUN_ID)/pipeline.ipynb -p run_id $(RUN_ID) --cwd nbs --no-progress-bar --log-output
 	@echo "report: outputs/run/$(RUN_ID)/report.html"
 
-# the encoder benchmark (ours vs Hugging Face)
+# the benchmarks: the encoder (ours vs Hugging Face) and planning (against the machine's limit;
+# OFFICIAL_REPO=<a facebookresearch/vjepa2 checkout> adds the official cem beside ours)
 bench: install
-	mkdir -p outputs/bench_models
+	mkdir -p outputs/bench_models outputs/bench_planning
 	$(BIN)/papermill nbs/bench_models.ipynb outputs/bench_models/$(RUN_ID).ipynb -p run_id $(RUN_ID) --cwd nbs --no-progress-bar
+	$(BIN)/papermill nbs/bench_planning.ipynb outputs/bench_planning/$(RUN_ID).ipynb -p run_id $(RUN_ID) \
+	    $(if $(OFFICIAL_REPO),-p official_repo $(OFFICIAL_REPO)) --cwd nbs --no-progress-bar
 
 # Chromium (the live panel's browser test, PNG export) is a system package: installed with apt where allowed
 browser:
