@@ -62,10 +62,21 @@ def test_live_panel_in_jupyterlab(lab):
         page.goto(lab)
         page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
         page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000)
-        page.click("li.lm-MenuBar-item:has-text('Run')")
-        page.click("li.lm-Menu-item[data-command='runmenu:run-all']")
+        page.wait_for_timeout(3000)                                # the kernel connection settles after "idle"
         step = page.locator(".widget-button:has-text('Step')")
-        step.wait_for(timeout=180_000)
+        for attempt in range(3):      # Run All before the kernel is connected is silently dropped: then again
+            page.click("li.lm-MenuBar-item:has-text('Run')")
+            page.click("li.lm-Menu-item[data-command='runmenu:run-all']")
+            try:
+                page.wait_for_selector(".jp-InputPrompt:has-text('[*]'), .jp-InputPrompt:has-text('[1]')", timeout=20_000)
+                break
+            except Exception:
+                page.screenshot(path=str(shots / f"run_all_dropped_{attempt}.png"))
+        try:
+            step.wait_for(timeout=180_000)
+        except Exception:
+            page.screenshot(path=str(shots / "no_panel.png"))      # what the page showed instead
+            raise
         page.wait_for_selector(".js-plotly-plot", state="attached", timeout=60_000)
         no = page.locator(".jp-toast-button:has-text('No')")     # the news toast
         if no.count():
