@@ -87,9 +87,10 @@ def _cached_step(self, features, action, state, cache=None, extrinsics=None):
     t = 0 if cache is None else cache[0][0].shape[2] // (cfg.cond_tokens + P)
     if t >= cfg.max_steps:
         raise ValueError(f"step {t} exceeds the predictor's max_steps {cfg.max_steps}")
-    cond = [self.action_encoder(action), self.state_encoder(state)]
+    dtype = features.dtype
+    cond = [self.action_encoder(action.to(dtype)), self.state_encoder(state.to(dtype))]
     if cfg.use_extrinsics:
-        cond.append(self.extrinsics_encoder(extrinsics))
+        cond.append(self.extrinsics_encoder(extrinsics.to(dtype)))
     x = torch.cat([torch.stack(cond, 1), self.predictor_embed(features)], 1)          # [B, C+P, W]
     C = len(cond)
     pos = ac_positions(t + 1, cfg.grid, C, x.device)[t * (C + P):]

@@ -5,6 +5,8 @@
 # %% ../nbs/02_layers.ipynb #e87abd04
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -45,12 +47,36 @@ def swap_pairs(x: torch.Tensor) -> torch.Tensor:
     "Swap the channels of each pair: `(a, b) -> (b, a)`."
     return x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
 
+def _rope_math(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    xf = x.float()
+    return (xf * cos).addcmul_(swap_pairs(xf), signed_sin).to(x.dtype)
+
+_FUSED_ROPE = {}
+
+def _fused_rope(x, cos, signed_sin):
+    "`_rope_math` as one compiled GPU kernel (one read of `x`, one write), or None where it cannot be compiled."
+    fn = _FUSED_ROPE.get("fn")
+    if fn is None:
+        fn = torch.compile(_rope_math, dynamic=True)
+        try:
+            out = fn(x, cos, signed_sin)
+        except Exception as e:                    # no Triton or no compiler: the eager kernels serve
+            warnings.warn(f"RoPE runs eagerly: compiling its GPU kernel failed ({type(e).__name__}: {e})")
+            _FUSED_ROPE["fn"] = False
+            return None
+        _FUSED_ROPE["fn"] = fn
+        return out
+    return fn(x, cos, signed_sin) if fn else None
+
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
     "Rotate `x` `[B, heads, N, head_dim]` by a table `[N, head_dim]` or `[B, N, head_dim]` (in float32)."
     cos, signed_sin = cos.unsqueeze(-3), signed_sin.unsqueeze(-3)   # broadcast over heads
+    training = torch.is_grad_enabled() and x.requires_grad
+    if x.is_cuda and not training and (out := _fused_rope(x, cos, signed_sin)) is not None:
+        return out
+    if training:
+        return _rope_math(x, cos, signed_sin)
     xf = x.float()
-    if torch.is_grad_enabled() and xf.requires_grad:
-        return (xf * cos).addcmul_(swap_pairs(xf), signed_sin).to(x.dtype)
     # inference: write even and odd channels straight into one output, with no temporaries
     out = torch.empty(torch.broadcast_shapes(xf.shape, cos.shape), device=x.device)
     a, b, even, odd = xf[..., 0::2], xf[..., 1::2], out[..., 0::2], out[..., 1::2]

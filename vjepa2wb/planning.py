@@ -159,7 +159,7 @@ def rollout(predictor, context_reps: torch.Tensor, context_state: torch.Tensor, 
         a = actions[i:i + chunk]
         n = len(a)
         reps = context_reps.reshape(1, 1, P, D).expand(n, -1, -1, -1)
-        poses = context_state.reshape(1, 1, 7).to(context_reps.dtype).expand(n, -1, -1)
+        poses = context_state.reshape(1, 1, 7).float().expand(n, -1, -1)        # poses stay float32 under bf16
         last, pose, cache = reps[:, 0], poses[:, 0], None
         for h in range(H):
             if path == "reference":      # the whole imagined sequence again, as the official code does
@@ -168,7 +168,7 @@ def rollout(predictor, context_reps: torch.Tensor, context_state: torch.Tensor, 
             else:                        # only the new step's tokens, attending to the cached past
                 pred, cache = predictor.step(last, a[:, h], pose, cache)
                 last = F.layer_norm(pred, (D,))
-                pose = compute_new_pose(pose[:, None].double(), a[:, h:h + 1].double())[:, 0].to(pose.dtype)
+                pose = compute_new_pose(pose[:, None].double(), a[:, h:h + 1].double())[:, 0].float()
         out.append(last)
     return torch.cat(out)
 
@@ -194,13 +194,13 @@ def cem(wm, context_reps, context_state, goal_reps, horizon: int = 1, samples: i
         raise ValueError(f"topk {topk} exceeds samples {samples}")
     _check_path(path)
     dev = context_reps.device
-    goal = goal_reps.reshape(1, -1)
+    goal = goal_reps.reshape(1, -1).float()
     mean = torch.zeros(horizon, 4, device=dev) if warm_start is None else _warm_mean(warm_start, horizon).to(dev)
     std = torch.cat([torch.full((horizon, 3), maxnorm, device=dev), torch.ones(horizon, 1, device=dev)], 1)
     for i in range(iterations):
         actions = draw_actions(mean, std, samples, maxnorm)
         final = rollout(wm.ac_predictor, context_reps, context_state, actions, path, chunk)
-        energy = (final.flatten(1) - goal).abs().mean(-1)
+        energy = (final.flatten(1).float() - goal).abs().mean(-1)
         best = energy.topk(topk, largest=False)
         elite = actions[best.indices]                                             # [topk, horizon, 7]
         m, s = elite.mean(0), elite.std(0)
