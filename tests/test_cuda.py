@@ -60,13 +60,13 @@ def test_bf16_autocast_matches_fp32_and_trains(fix, hp):
     assert grads and all(torch.isfinite(g).all() for g in grads)
 
 
+
 @torch.no_grad()
-def test_fused_rope_matches_eager():
-    from vjepa2wb.layers import _FUSED_ROPE, _rope_math, apply_rope, grid_positions, rope_table
+def test_bf16_rope_within_rounding_of_fp32():
+    from vjepa2wb.layers import _rope_math, apply_rope, grid_positions, rope_table
     cos, sin = rope_table(grid_positions(2, 16, 16).cuda(), 64)
-    for dtype, tol in ((torch.float32, 1e-6), (torch.bfloat16, 2e-3)):
-        qkv = torch.randn(4, 512, 3, 16, 64, device="cuda", dtype=dtype).permute(2, 0, 3, 1, 4)
-        q = qkv[0]                                                   # the strided view attention passes
-        fused = apply_rope(q, cos, sin)
-        assert _FUSED_ROPE.get("fn"), "the compiled RoPE kernel was not used"
-        assert fused.dtype == dtype and rel_err(fused, _rope_math(q, cos[None], sin[None])) < tol
+    q = torch.randn(4, 512, 3, 16, 64, device="cuda").permute(2, 0, 3, 1, 4)[0]      # the strided view attention passes
+    ref = _rope_math(q, cos[None], sin[None])
+    assert rel_err(apply_rope(q, cos, sin), ref) < 1e-6
+    fast = apply_rope(q.bfloat16(), cos, sin)
+    assert fast.dtype == torch.bfloat16 and rel_err(fast, ref) < 8e-3

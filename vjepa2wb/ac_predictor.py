@@ -104,7 +104,7 @@ def _cached_step(self, features, action, state, cache=None, extrinsics=None):
         if cache is not None:
             k, v = torch.cat([cache[i][0], k], 2), torch.cat([cache[i][1], v], 2)
         new_cache.append((k, v))
-        att = F.scaled_dot_product_attention(q, k, v.contiguous())
+        att = F.scaled_dot_product_attention(q, k, v if v.is_cuda else v.contiguous())
         x = x + a.proj(att.transpose(1, 2).reshape(B, N, W))
         x = x + blk.mlp(blk.norm2(x))
     return self.predictor_proj(self.predictor_norm(x[:, C:])), new_cache

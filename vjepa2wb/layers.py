@@ -5,8 +5,6 @@
 # %% ../nbs/02_layers.ipynb #e87abd04
 from __future__ import annotations
 
-import warnings
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -51,34 +49,17 @@ def _rope_math(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> 
     xf = x.float()
     return (xf * cos).addcmul_(swap_pairs(xf), signed_sin).to(x.dtype)
 
-_FUSED_ROPE = {}
-
-def _fused_rope(x, cos, signed_sin):
-    "`_rope_math` as one compiled GPU kernel (one read of `x`, one write), or None where it cannot be compiled."
-    fn = _FUSED_ROPE.get("fn")
-    if fn is None:
-        fn = torch.compile(_rope_math, dynamic=True)
-        try:
-            out = fn(x, cos, signed_sin)
-        except Exception as e:                    # no Triton or no compiler: the eager kernels serve
-            warnings.warn(f"RoPE runs eagerly: compiling its GPU kernel failed ({type(e).__name__}: {e})")
-            _FUSED_ROPE["fn"] = False
-            return None
-        _FUSED_ROPE["fn"] = fn
-        return out
-    return fn(x, cos, signed_sin) if fn else None
-
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
-    "Rotate `x` `[B, heads, N, head_dim]` by a table `[N, head_dim]` or `[B, N, head_dim]` (in float32)."
+    """Rotate `x` `[B, heads, N, head_dim]` by a table `[N, head_dim]` or `[B, N, head_dim]`.
+
+    In float32, except at inference in bfloat16 or float16, where it runs in that dtype."""
     cos, signed_sin = cos.unsqueeze(-3), signed_sin.unsqueeze(-3)   # broadcast over heads
-    training = torch.is_grad_enabled() and x.requires_grad
-    if x.is_cuda and not training and (out := _fused_rope(x, cos, signed_sin)) is not None:
-        return out
-    if training:
+    if torch.is_grad_enabled() and x.requires_grad:
         return _rope_math(x, cos, signed_sin)
-    xf = x.float()
+    xf = x if x.dtype in (torch.bfloat16, torch.float16) else x.float()
+    cos, signed_sin = cos.to(xf.dtype), signed_sin.to(xf.dtype)
     # inference: write even and odd channels straight into one output, with no temporaries
-    out = torch.empty(torch.broadcast_shapes(xf.shape, cos.shape), device=x.device)
+    out = torch.empty(torch.broadcast_shapes(xf.shape, cos.shape), device=x.device, dtype=xf.dtype)
     a, b, even, odd = xf[..., 0::2], xf[..., 1::2], out[..., 0::2], out[..., 1::2]
     torch.mul(a, cos[..., 0::2], out=even).addcmul_(b, signed_sin[..., 0::2])
     torch.mul(b, cos[..., 1::2], out=odd).addcmul_(a, signed_sin[..., 1::2])
@@ -98,8 +79,8 @@ class Attention(nn.Module):
         q, k, v = self.qkv(x).view(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        # contiguous v: the CPU flash kernel reads it faster than the strided view of qkv
-        x = F.scaled_dot_product_attention(q, k, v.contiguous(), attn_mask=attn_mask)
+        # contiguous v: the CPU flash kernel reads it faster than the strided view of qkv (GPU kernels do not care)
+        x = F.scaled_dot_product_attention(q, k, v if v.is_cuda else v.contiguous(), attn_mask=attn_mask)
         return self.proj(x.transpose(1, 2).reshape(B, N, C))
 
 def _no_grad_needed(t: torch.Tensor) -> bool:
