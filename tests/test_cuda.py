@@ -61,12 +61,14 @@ def test_bf16_autocast_matches_fp32_and_trains(fix, hp):
 
 
 
+
 @torch.no_grad()
-def test_bf16_rope_within_rounding_of_fp32():
-    from vjepa2wb.layers import _rope_math, apply_rope, grid_positions, rope_table
+def test_compiled_rope_matches_eager():
+    from vjepa2wb.layers import _COMPILED_ROPE, _rope_math, apply_rope, grid_positions, rope_table
     cos, sin = rope_table(grid_positions(2, 16, 16).cuda(), 64)
     q = torch.randn(4, 512, 3, 16, 64, device="cuda").permute(2, 0, 3, 1, 4)[0]      # the strided view attention passes
     ref = _rope_math(q, cos[None], sin[None])
     assert rel_err(apply_rope(q, cos, sin), ref) < 1e-6
+    assert _COMPILED_ROPE.get("fn"), "the compiled RoPE kernel was not used"
     fast = apply_rope(q.bfloat16(), cos, sin)
     assert fast.dtype == torch.bfloat16 and rel_err(fast, ref) < 8e-3

@@ -5,6 +5,8 @@
 # %% ../nbs/02_layers.ipynb #e87abd04
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -49,13 +51,32 @@ def _rope_math(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> 
     xf = x.float()
     return (xf * cos).addcmul_(swap_pairs(xf), signed_sin).to(x.dtype)
 
+_COMPILED_ROPE = {}
+
+def _gpu_rope(x, cos, signed_sin):
+    """`_rope_math` compiled for the GPU (static shapes): one read of `x` and one write, laid out heads-inner
+    like the fused qkv, so that attention's output reshapes without a copy. None where compiling fails."""
+    fn = _COMPILED_ROPE.get("fn")
+    if fn is False:
+        return None
+    if fn is None:
+        fn = _COMPILED_ROPE["fn"] = torch.compile(_rope_math, dynamic=False)
+    try:
+        return fn(x.transpose(-3, -2), cos.transpose(-3, -2), signed_sin.transpose(-3, -2)).transpose(-3, -2)
+    except Exception as e:                        # no Triton, no compiler: the eager kernels serve
+        warnings.warn(f"RoPE runs eagerly: its compiled GPU kernel failed ({type(e).__name__}: {e})")
+        _COMPILED_ROPE["fn"] = False
+        return None
+
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
     """Rotate `x` `[B, heads, N, head_dim]` by a table `[N, head_dim]` or `[B, N, head_dim]`.
 
-    In float32, except at inference in bfloat16 or float16, where it runs in that dtype."""
+    In float32; at inference on a GPU, one compiled kernel; on a CPU in bfloat16 or float16, in that dtype."""
     cos, signed_sin = cos.unsqueeze(-3), signed_sin.unsqueeze(-3)   # broadcast over heads
     if torch.is_grad_enabled() and x.requires_grad:
         return _rope_math(x, cos, signed_sin)
+    if x.is_cuda and (out := _gpu_rope(x, cos, signed_sin)) is not None:
+        return out
     xf = x if x.dtype in (torch.bfloat16, torch.float16) else x.float()
     cos, signed_sin = cos.to(xf.dtype), signed_sin.to(xf.dtype)
     # inference: write even and odd channels straight into one output, with no temporaries
