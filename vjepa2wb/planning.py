@@ -144,7 +144,8 @@ def _check_path(path: str):
 def _chunk_size(predictor, samples: int, device) -> int:
     if torch.device(device).type != "cpu":
         return samples
-    return max(1, 2048 // (predictor.cfg.cond_tokens + predictor.tokens_per_frame))
+    tokens = 2048 * 1536 // predictor.cfg.mlp_hidden              # the MLP's activations, about 12 MB in float32
+    return max(1, tokens // (predictor.cfg.cond_tokens + predictor.tokens_per_frame))
 
 @torch.no_grad()
 def rollout(predictor, context_reps: torch.Tensor, context_state: torch.Tensor, actions: torch.Tensor,

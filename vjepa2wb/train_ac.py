@@ -189,6 +189,7 @@ class ACTrainConfig:
     freeze_blocks: int = 0
     grad_checkpointing: bool = False
     init: str = "auto"                     # copy_last, random, or auto: copy_last where the widths allow it
+    action_scale: float = 1.0              # the action encoder's initial weights and learning rate, times this
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
     seed: int = 0
@@ -202,6 +203,8 @@ class ACTrainConfig:
             raise ValueError("ACTrainConfig.frames must be at least 2 (a frame and its successor)")
         if self.init not in ("auto", "copy_last", "random"):
             raise ValueError(f"ACTrainConfig.init must be 'auto', 'copy_last' or 'random'; got {self.init!r}")
+        if isinstance(self.action_scale, bool) or not isinstance(self.action_scale, (int, float)) or not self.action_scale > 0:
+            raise ValueError(f"ACTrainConfig.action_scale must be a positive number; got {self.action_scale!r}")
 
     def predictor_config(self, encoder_cfg):
         return ac_predictor_config(self.model_size, **{"embed_dim": encoder_cfg.embed_dim, "img_size": self.crop,
@@ -214,10 +217,18 @@ def _ac_schedule(cfg: ACTrainConfig):
     return PretrainConfig(steps=cfg.steps, lr=cfg.lr, start_lr=cfg.start_lr, final_lr=cfg.final_lr, warmup=cfg.warmup,
                           cooldown=cfg.cooldown, weight_decay=cfg.weight_decay, final_weight_decay=cfg.final_weight_decay)
 
+def _ac_param_groups(predictor, action_scale: float) -> list[dict]:
+    "`param_groups`, with the action encoder's weight in a group of its own: `action_scale` times the rate, no decay."
+    from vjepa2wb.pretrain import param_groups
+    w = predictor.action_encoder.weight
+    groups = param_groups(predictor)
+    groups[0]["params"] = [p for p in groups[0]["params"] if p is not w]
+    return groups + ([{"params": [w], "wd_exclude": True, "weight_decay": 0.0, "lr_scale": action_scale}] if w.requires_grad else [])
+
 def train_ac(cfg: ACTrainConfig, encoder, cache: FeatureCache, out, resume: bool = False, device: str | None = None,
              progress: bool = True, val_cache: FeatureCache | None = None) -> pd.DataFrame:
     "Train an AC predictor on cached features; write checkpoints (with the encoder) and metrics under `out`."
-    from vjepa2wb.pretrain import StepSampler, _init_distributed, latest_checkpoint, lr_at, param_groups, save_training_checkpoint, wd_at
+    from vjepa2wb.pretrain import StepSampler, _init_distributed, latest_checkpoint, lr_at, save_training_checkpoint, wd_at
     out = Path(out)
     rank, world, device = _init_distributed(torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")))
     sched = _ac_schedule(cfg)
@@ -226,6 +237,8 @@ def train_ac(cfg: ACTrainConfig, encoder, cache: FeatureCache, out, resume: bool
     predictor = VisionTransformerPredictorAC(pcfg)
     if cfg.init == "copy_last" or (cfg.init == "auto" and pcfg.embed_dim == pcfg.pred_embed_dim):
         copy_last_init_(predictor)
+    with torch.no_grad():
+        predictor.action_encoder.weight.mul_(cfg.action_scale)
     start, metrics = 0, pd.DataFrame()
     ck = latest_checkpoint(out) if resume else None
     opt_state = None
@@ -245,7 +258,7 @@ def train_ac(cfg: ACTrainConfig, encoder, cache: FeatureCache, out, resume: bool
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
         model = DDP(predictor)
-    opt = torch.optim.AdamW(param_groups(predictor), lr=cfg.lr)
+    opt = torch.optim.AdamW(_ac_param_groups(predictor, cfg.action_scale), lr=cfg.lr)
     if opt_state is not None:
         opt.load_state_dict(opt_state)
     out.mkdir(parents=True, exist_ok=True)
@@ -264,7 +277,7 @@ def train_ac(cfg: ACTrainConfig, encoder, cache: FeatureCache, out, resume: bool
     for step, batch in zip(range(start, cfg.steps), sampler):
         lr, wd = lr_at(sched, step), wd_at(sched, step)
         for g in opt.param_groups:
-            g["lr"], g["weight_decay"] = lr, 0.0 if g["wd_exclude"] else wd
+            g["lr"], g["weight_decay"] = lr * g.get("lr_scale", 1.0), 0.0 if g["wd_exclude"] else wd
         feats, states = map(torch.stack, zip(*[cache.clip(*clips[j], cfg.frames) for j in batch]))
         with amp:
             tf, ro = ac_losses(model, feats.to(device), states.to(device), cfg.auto_steps, cfg.loss_exp, cfg.normalize_reps)
