@@ -70,15 +70,21 @@ def test_torchrun_two_processes_on_cpu(tmp_path, strategy):
 def test_pretrain_job_notebook(tmp_path):
     out = tmp_path / "run"
     pm.execute_notebook(ROOT / "nbs" / "pretrain.ipynb", tmp_path / "out.ipynb", cwd=ROOT / "nbs", kernel_name="python3",
-                        parameters=dict(steps=4, checkpoint_every=2, n_clips=16, patch_size=8, output_dir=str(out)),
+                        parameters=dict(steps=4, checkpoint_every=2, n_clips=16, patch_size=8, output_dir=str(out),
+                                        masks=[dict(num_blocks=2, spatial_scale=[0.15, 0.15])]),
                         progress_bar=False, execution_timeout=900)
     summary = json.loads((out / "summary.json").read_text())
     for key in ("probe_acc_pretrained", "probe_acc_random", "probe_acc_motion_pretrained", "probe_acc_appearance_random",
                 "final_loss", "target_std_final"):
         assert key in summary, key
     assert (out / "metrics.parquet").exists() and (out / "curves.html").exists() and (out / "config.json").exists()
+    recipes = json.loads((out / "config.json").read_text())["recipes"]
+    assert len(recipes) == 1 and recipes[0]["num_blocks"] == 2                # the one recipe asked for
     wm = load_checkpoint(summary["checkpoint"])
     assert wm.encoder is not None and wm.encoder.cfg.patch_size == 8         # an 8x8 token grid at crop 64
+    with pytest.raises(pm.PapermillExecutionError, match="masks"):
+        pm.execute_notebook(ROOT / "nbs" / "pretrain.ipynb", tmp_path / "bad.ipynb", cwd=ROOT / "nbs",
+                            kernel_name="python3", parameters=dict(masks="half"), progress_bar=False)
     with pytest.raises(pm.PapermillExecutionError, match="resume=True needs the output_dir or run_id"):
         pm.execute_notebook(ROOT / "nbs" / "pretrain.ipynb", tmp_path / "bad.ipynb", cwd=ROOT / "nbs",
                             kernel_name="python3", parameters=dict(resume=True), progress_bar=False)
