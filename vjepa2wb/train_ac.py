@@ -222,6 +222,8 @@ def _ac_param_groups(predictor, action_scale: float) -> list[dict]:
     from vjepa2wb.pretrain import param_groups
     w = predictor.action_encoder.weight
     groups = param_groups(predictor)
+    if action_scale == 1:                  # the plain groups: runs saved before action_scale existed resume as they were
+        return groups
     groups[0]["params"] = [p for p in groups[0]["params"] if p is not w]
     return groups + ([{"params": [w], "wd_exclude": True, "weight_decay": 0.0, "lr_scale": action_scale}] if w.requires_grad else [])
 
