@@ -60,8 +60,6 @@ def test_bf16_autocast_matches_fp32_and_trains(fix, hp):
     assert grads and all(torch.isfinite(g).all() for g in grads)
 
 
-
-
 @torch.no_grad()
 def test_compiled_rope_matches_eager():
     from vjepa2wb.layers import _COMPILED_ROPE, _rope_math, apply_rope, grid_positions, rope_table

@@ -283,7 +283,7 @@ def plan_step(wm, frame, state, goal_reps, planner="fast", crop=None, previous: 
                warm_start=previous.actions if warm and previous is not None else None)
     nxt, _ = world_model_step(wm.ac_predictor, reps[:, None], plan[None, :1], state[:, None])
     flops = plan_flops(wm.ac_predictor.cfg, settings["horizon"], settings["samples"], len(curve), settings["path"])
-    return Plan(plan[0].cpu(), plan.cpu(), (nxt[0, 0] - goal_reps[0]).abs().mean().item(), len(curve), flops,
+    return Plan(plan[0].cpu(), plan.cpu(), (nxt[0, 0].float() - goal_reps[0].float()).abs().mean().item(), len(curve), flops,
                 time.perf_counter() - t, curve)
 
 def run_mpc(arm, wm, obs, goal_frames: list, planner="fast", max_steps: int = 20, energy_threshold: float = 0.0,
