@@ -12,7 +12,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .arm import SimArm
-from .episodes import Episode, _read_jsonl, write_droid, write_lerobot
+from .core import write_json
+from .episodes import SAME_EPISODES, Episode, _read_jsonl, write_droid, write_lerobot
 from .tasks import TASKS, make_task, scripted_episode, success
 
 # %% auto #0
@@ -52,6 +53,8 @@ def record_episode(arm: SimArm, seed: int, demo: bool, explore_steps: int = 24) 
 def collect(output_dir, episodes: int, seed: int = 0, size: int = 256, progress: bool = True) -> dict:
     "Record `episodes` episodes into `output_dir/droid` and `output_dir/lerobot`, resuming; return counts."
     out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / SAME_EPISODES, {"read": "lerobot", "copies": ["lerobot", "droid"]})
     done = len(_read_jsonl(out / "lerobot" / "meta" / "episodes.jsonl"))
     t0, frames, demos, successes = time.perf_counter(), 0, 0, 0
     with SimArm(width=size, height=size) as arm:

@@ -23,8 +23,8 @@ from .pose import poses_to_diffs
 CAMERA = "exterior"
 
 # %% auto #0
-__all__ = ['CAMERA', 'Episode', 'write_droid', 'read_droid', 'write_lerobot', 'read_lerobot', 'read_npz', 'find_episodes',
-           'read_episode', 'RobotClips', 'collate_robot']
+__all__ = ['CAMERA', 'SAME_EPISODES', 'Episode', 'write_droid', 'read_droid', 'write_lerobot', 'read_lerobot', 'read_npz',
+           'find_episodes', 'read_episode', 'RobotClips', 'collate_robot']
 
 # %% ../nbs/15_episodes.ipynb #b17a837e
 @dataclass
@@ -155,8 +155,10 @@ def read_npz(path) -> list[Episode]:
             for i, (o, s) in enumerate(zip(obs, states))]
 
 # %% ../nbs/15_episodes.ipynb #24fced94
+SAME_EPISODES = "same_episodes.json"      # {"read": layout folder, "copies": [...]}: the copies hold the same episodes
+
 def find_episodes(roots) -> list[tuple[str, str, int]]:
-    "`(kind, path, index)` of every episode under `roots` (folders or files)."
+    "`(kind, path, index)` of every episode under `roots` (folders or files), each recording once."
     found = []
     for root in [roots] if isinstance(roots, (str, Path)) else roots:
         root = Path(root)
@@ -165,9 +167,15 @@ def find_episodes(roots) -> list[tuple[str, str, int]]:
         elif (root / "meta" / "info.json").exists():
             found += [("lerobot", str(root), e["episode_index"]) for e in _read_jsonl(root / "meta" / "episodes.jsonl")]
         elif root.is_dir():
-            found += [("droid", str(p.parent), 0) for p in sorted(root.rglob("trajectory.h5")) if not p.parent.name.startswith(".")]
+            # a folder that holds one recording in several layouts names the copy to read (see `collect`)
+            copies = sorted(m.parent for m in root.rglob(SAME_EPISODES))
+            for d in copies:
+                found += find_episodes(d / json.loads((d / SAME_EPISODES).read_text())["read"])
+            elsewhere = lambda p: not any(d == p or d in p.parents for d in copies)
+            found += [("droid", str(p.parent), 0) for p in sorted(root.rglob("trajectory.h5"))
+                      if not p.parent.name.startswith(".") and elsewhere(p)]
             for info in sorted(root.rglob("meta/info.json")):
-                if info.parents[1] != root:
+                if info.parents[1] != root and elsewhere(info):
                     found += find_episodes(info.parents[1])
         else:
             raise ValueError(f"{root}: not an episode folder, LeRobot dataset or .npz file")
