@@ -188,9 +188,9 @@ def cem(wm, context_reps, context_state, goal_reps, horizon: int = 1, samples: i
     """The `[horizon, 7]` action plan that CEM finds from `context_reps` `[1,P,D]` and state `[1,7]` towards `goal_reps` `[1,P,D]`.
 
     Beyond the official planner, all off by default: `warm_start` (a previous plan, shifted by one
-    step, is the initial mean), `tol` (stop once the elite energies' spread is below `tol` times
-    their mean) and `on_iteration(i, elite_energies)` (called after each iteration; a true result
-    stops the search)."""
+    step, is the initial mean), `tol` (stop once the elite energies' spread is below `tol` times the
+    spread of the first iteration's energies) and `on_iteration(i, elite_energies)` (called after each
+    iteration; a true result stops the search)."""
     if topk > samples:
         raise ValueError(f"topk {topk} exceeds samples {samples}")
     _check_path(path)
@@ -203,6 +203,8 @@ def cem(wm, context_reps, context_state, goal_reps, horizon: int = 1, samples: i
         final = rollout(wm.ac_predictor, context_reps, context_state, actions, path, chunk)
         energy = (final.flatten(1).float() - goal).abs().mean(-1)
         best = energy.topk(topk, largest=False)
+        if i == 0:
+            scale = energy.max() - energy.min()          # how much the energy varies over the first search radius
         elite = actions[best.indices]                                             # [topk, horizon, 7]
         m, s = elite.mean(0), elite.std(0)
         mean = torch.cat([m[:, :3] * (1 - momentum_mean) + mean[:, :3] * momentum_mean,
@@ -210,7 +212,7 @@ def cem(wm, context_reps, context_state, goal_reps, horizon: int = 1, samples: i
         std = torch.cat([s[:, :3] * (1 - momentum_std) + std[:, :3] * momentum_std,
                          s[:, -1:] * (1 - momentum_std_gripper) + std[:, -1:] * momentum_std_gripper], 1)
         stop = on_iteration is not None and on_iteration(i, best.values)
-        if stop or (tol > 0 and (best.values.max() - best.values.min()) <= tol * best.values.mean()):
+        if stop or (tol > 0 and best.values.max() - best.values.min() <= tol * scale):
             break
     gripper = torch.where(mean[:, -1:].abs() < 0.25, torch.zeros_like(mean[:, -1:]), mean[:, -1:])
     return torch.cat([mean[:, :3], torch.zeros(horizon, 3, device=dev), gripper], 1)
@@ -235,8 +237,8 @@ PRESETS = {
                   momentum_mean_gripper=0.15, momentum_std_gripper=0.15, maxnorm=0.05),
     "notebook": dict(horizon=1, samples=100, iterations=20, topk=10, momentum_mean=0.25, momentum_std=0.95,
                      momentum_mean_gripper=0.15, momentum_std_gripper=0.15, maxnorm=0.05),
-    "fast": dict(horizon=1, samples=64, iterations=4, topk=8, momentum_mean=0.15, momentum_std=0.15,
-                 momentum_mean_gripper=0.15, momentum_std_gripper=0.15, maxnorm=0.05, warm_start=True, tol=0.02),
+    "fast": dict(horizon=1, samples=64, iterations=6, topk=8, momentum_mean=0.15, momentum_std=0.15,
+                 momentum_mean_gripper=0.15, momentum_std_gripper=0.15, maxnorm=0.05, warm_start=True, tol=0.05),
 }
 _EXTRA = dict(path="fast", chunk=None, warm_start=False, tol=0.0)
 
