@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .core import ACPredictorConfig, ac_predictor_config
-from .layers import grid_positions, make_blocks, rope_table, run_blocks
+from .layers import grid_positions, init_weights_, make_blocks, rope_table, run_blocks
 
 # %% auto #0
 __all__ = ['frame_causal_mask', 'ac_positions', 'VisionTransformerPredictorAC']
@@ -49,6 +49,7 @@ class VisionTransformerPredictorAC(nn.Module):
         self.predictor_norm = nn.LayerNorm(W, eps=cfg.norm_eps)
         self.predictor_proj = nn.Linear(W, cfg.embed_dim)
         self.grad_checkpointing = False
+        init_weights_(self, self.predictor_blocks)
 
     @property
     def tokens_per_frame(self): return self.cfg.grid ** 2

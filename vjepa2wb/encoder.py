@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .core import EncoderConfig, encoder_config
-from .layers import grid_positions, index_positions, make_blocks, rope_table, run_blocks
+from .layers import grid_positions, index_positions, init_weights_, make_blocks, rope_table, run_blocks
 
 # %% auto #0
 __all__ = ['check_video', 'check_token_indices', 'image_to_clip', 'VisionTransformer']
@@ -63,6 +63,7 @@ class VisionTransformer(nn.Module):
                                   cfg.qkv_bias, cfg.norm_eps)
         self.norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.norm_eps) if cfg.final_norm else nn.Identity()
         self.grad_checkpointing = False
+        init_weights_(self, self.blocks)
 
     @property
     def embed_dim(self): return self.cfg.embed_dim

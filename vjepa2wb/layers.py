@@ -5,6 +5,7 @@
 # %% ../nbs/02_layers.ipynb #e87abd04
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
@@ -16,7 +17,7 @@ from .core import rope_dims_per_axis
 
 # %% auto #0
 __all__ = ['grid_positions', 'index_positions', 'rope_table', 'swap_pairs', 'apply_rope', 'Attention', 'MLP', 'SwiGLU', 'Block',
-           'make_blocks', 'run_blocks']
+           'make_blocks', 'run_blocks', 'init_weights_']
 
 # %% ../nbs/02_layers.ipynb #e822e613
 def grid_positions(T: int, H: int, W: int, device=None) -> torch.Tensor:
@@ -153,3 +154,18 @@ def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, rope=None, attn_mask=None
         else:
             x = blk(x, rope, attn_mask)
     return x
+
+# %% ../nbs/02_layers.ipynb #a441f04f
+@torch.no_grad()
+def init_weights_(module: nn.Module, blocks: nn.ModuleList, std: float = 0.02) -> nn.Module:
+    "Initialise `module` in place as the official models do; `blocks` are its transformer blocks."
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv3d)):
+            nn.init.trunc_normal_(m.weight, std=std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight); nn.init.zeros_(m.bias)
+    for layer, blk in enumerate(blocks, 1):
+        blk.attn.proj.weight.div_(math.sqrt(2 * layer)); blk.mlp.fc2.weight.div_(math.sqrt(2 * layer))
+    return module

@@ -10,7 +10,7 @@ from torch import nn
 
 from .core import PredictorConfig, predictor_config
 from .encoder import check_token_indices
-from .layers import index_positions, make_blocks, rope_table, run_blocks
+from .layers import index_positions, init_weights_, make_blocks, rope_table, run_blocks
 
 # %% auto #0
 __all__ = ['VisionTransformerPredictor']
@@ -29,6 +29,7 @@ class VisionTransformerPredictor(nn.Module):
         self.predictor_norm = nn.LayerNorm(cfg.pred_embed_dim, eps=cfg.norm_eps)
         self.predictor_proj = nn.Linear(cfg.pred_embed_dim, cfg.embed_dim)
         self.grad_checkpointing = False
+        init_weights_(self, self.predictor_blocks)
 
     def forward(self, ctx: torch.Tensor, masks_ctx: torch.Tensor, masks_tgt: torch.Tensor,
                 mask_index: int | None = None) -> torch.Tensor:
