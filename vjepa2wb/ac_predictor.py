@@ -5,6 +5,8 @@
 # %% ../nbs/05_ac_predictor.ipynb #635d00ba
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -64,7 +66,7 @@ class VisionTransformerPredictorAC(nn.Module):
             raise ValueError(f"{T} steps exceed the predictor's max_steps {cfg.max_steps} (max_num_frames {cfg.max_num_frames})")
         _check_cond("actions", actions, B, T, cfg.action_dim)
         _check_cond("states", states, B, T, cfg.state_dim)
-        cond = [self.action_encoder(actions.to(features.dtype)), self.state_encoder(states.to(features.dtype))]
+        cond = [self.action_encoder(actions.to(features.dtype)), self.embed_state(states, features.dtype)]
         if cfg.use_extrinsics:
             _check_cond("extrinsics", extrinsics, B, T, cfg.extrinsics_dim)
             cond.append(self.extrinsics_encoder(extrinsics.to(features.dtype)))
@@ -79,6 +81,14 @@ class VisionTransformerPredictorAC(nn.Module):
         x = x.view(B, T, C + P, -1)[:, :, C:].flatten(1, 2)
         return self.predictor_proj(self.predictor_norm(x))
 
+    def embed_state(self, states, dtype):
+        "State tokens; with `cfg.roll_center` set, the roll is first wrapped around it."
+        c = self.cfg.roll_center
+        if c is not None:
+            roll = torch.remainder(states[..., 3:4] - (c - math.pi), 2 * math.pi) + (c - math.pi)
+            states = torch.cat([states[..., :3], roll, states[..., 4:]], -1)
+        return self.state_encoder(states.to(dtype))
+
 # %% ../nbs/05_ac_predictor.ipynb #3b72667f
 from .layers import apply_rope
 
@@ -89,7 +99,7 @@ def _cached_step(self, features, action, state, cache=None, extrinsics=None):
     if t >= cfg.max_steps:
         raise ValueError(f"step {t} exceeds the predictor's max_steps {cfg.max_steps}")
     dtype = features.dtype
-    cond = [self.action_encoder(action.to(dtype)), self.state_encoder(state.to(dtype))]
+    cond = [self.action_encoder(action.to(dtype)), self.embed_state(state, dtype)]
     if cfg.use_extrinsics:
         cond.append(self.extrinsics_encoder(extrinsics.to(dtype)))
     x = torch.cat([torch.stack(cond, 1), self.predictor_embed(features)], 1)          # [B, C+P, W]

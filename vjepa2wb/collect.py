@@ -5,7 +5,10 @@
 # %% ../nbs/16_collect.ipynb #b3247d89
 from __future__ import annotations
 
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -50,20 +53,38 @@ def record_episode(arm: SimArm, seed: int, demo: bool, explore_steps: int = 24) 
     actions.append(np.zeros(7))
     return Episode(np.stack(frames), np.stack(states), np.stack(actions), 1 / arm.control_period, meta)
 
-def collect(output_dir, episodes: int, seed: int = 0, size: int = 256, progress: bool = True) -> dict:
-    "Record `episodes` episodes into `output_dir/droid` and `output_dir/lerobot`, resuming; return counts."
+_worker_arm = None
+
+def _record_in_worker(job: tuple) -> Episode:
+    "Record one episode in a worker process, on that worker's own sim arm."
+    global _worker_arm
+    size, ep_seed, demo = job
+    if _worker_arm is None:
+        _worker_arm = SimArm(width=size, height=size)
+    return record_episode(_worker_arm, ep_seed, demo)
+
+def collect(output_dir, episodes: int, seed: int = 0, size: int = 256, progress: bool = True, workers: int = 1) -> dict:
+    """Record `episodes` episodes into `output_dir/droid` and `output_dir/lerobot`, resuming; return counts.
+    With `workers > 1` the episodes are simulated in that many processes and written here, in order."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive int; got {workers!r}")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / SAME_EPISODES, {"read": "lerobot", "copies": ["lerobot", "droid"]})
     done = len(_read_jsonl(out / "lerobot" / "meta" / "episodes.jsonl"))
+    jobs = [(size, seed * 100_000 + i, bool(np.random.default_rng([seed, i]).random() < 0.5)) for i in range(done, episodes)]
+    workers = min(workers, len(jobs))
     t0, frames, demos, successes = time.perf_counter(), 0, 0, 0
-    with SimArm(width=size, height=size) as arm:
-        for i in tqdm(range(done, episodes), initial=done, total=episodes, desc="collect", disable=not progress):
-            ep_seed = seed * 100_000 + i
-            demo = bool(np.random.default_rng([seed, i]).random() < 0.5)
-            ep = record_episode(arm, ep_seed, demo)
+    with ExitStack() as stack:
+        if workers > 1:
+            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")))
+            recorded = pool.map(_record_in_worker, jobs)
+        else:
+            arm = stack.enter_context(SimArm(width=size, height=size))
+            recorded = (record_episode(arm, ep_seed, demo) for _, ep_seed, demo in jobs)
+        for i, ep in enumerate(tqdm(recorded, initial=done, total=episodes, desc="collect", disable=not progress), start=done):
             write_droid(ep, out / "droid", f"ep_{i:06d}")
             write_lerobot(ep, out / "lerobot", task=ep.meta["task"])
-            frames += len(ep.frames); demos += demo; successes += bool(ep.meta.get("success"))
+            frames += len(ep.frames); demos += ep.meta["kind"] == "demo"; successes += bool(ep.meta.get("success"))
     return dict(episodes=episodes, new_episodes=episodes - done, resumed_from=done, frames=frames, demos=demos,
                 demo_successes=successes, seconds=round(time.perf_counter() - t0, 1))

@@ -169,14 +169,16 @@ def collate_clips(samples: list) -> dict:
     return {"video": torch.stack([s[0] for s in ok]), "label": torch.tensor([s[1] for s in ok]), "skipped": skipped}
 
 # %% ../nbs/10_data.ipynb #52c154f1
-def write_video(path, clip, fps: int = 4) -> Path:
-    "Write a uint8 clip `[T, H, W, 3]` as an H.264 mp4 (even sides) with PyAV."
+def write_video(path, clip, fps: int = 4, lossless: bool = False) -> Path:
+    """Write a uint8 clip `[T, H, W, 3]` as an H.264 mp4 with PyAV: yuv420p (even sides) to watch, or, with
+    `lossless`, RGB at qp 0, which decodes to the exact pixels, for data a model will learn from."""
     import av
     clip = np.asarray(clip)
     path = Path(path)
+    codec, pix_fmt, options = ("libx264rgb", "rgb24", {"qp": "0"}) if lossless else ("libx264", "yuv420p", {})
     with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.height, stream.width, stream.pix_fmt = clip.shape[1], clip.shape[2], "yuv420p"
+        stream = container.add_stream(codec, rate=fps, options=options)
+        stream.height, stream.width, stream.pix_fmt = clip.shape[1], clip.shape[2], pix_fmt
         for frame in clip:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())

@@ -50,7 +50,7 @@ def write_droid(ep: Episode, root, episode_id: str, camera_extrinsics=(1.45, 0.8
     final, tmp = root / episode_id, root / f".{episode_id}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "recordings" / "MP4").mkdir(parents=True)
-    write_video(tmp / "recordings" / "MP4" / f"{CAMERA}.mp4", ep.frames, fps=round(ep.fps))
+    write_video(tmp / "recordings" / "MP4" / f"{CAMERA}.mp4", ep.frames, fps=round(ep.fps), lossless=True)
     T = len(ep.states)
     with h5py.File(tmp / "trajectory.h5", "w") as h:
         h["observation/robot_state/cartesian_position"] = ep.states[:, :6]
@@ -92,7 +92,10 @@ def _lerobot_info(fps: float, shape, total_episodes: int, total_frames: int) -> 
             "data_path": "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet",
             "video_path": "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4",
             "splits": {"train": f"0:{total_episodes}"},
-            "features": {f"observation.images.{CAMERA}": {"dtype": "video", "shape": [H, W, 3], "names": ["height", "width", "channel"]},
+            "features": {f"observation.images.{CAMERA}": {"dtype": "video", "shape": [H, W, 3], "names": ["height", "width", "channel"],
+                                                          "info": {"video.fps": fps, "video.height": H, "video.width": W, "video.channels": 3,
+                                                                   "video.codec": "h264", "video.pix_fmt": "rgb24", "video.is_depth_map": False,
+                                                                   "has_audio": False}},
                          "observation.state": vec(names), "action": vec([f"d{n}" for n in names]),
                          "timestamp": {"dtype": "float32", "shape": [1]}, "frame_index": {"dtype": "int64", "shape": [1]},
                          "episode_index": {"dtype": "int64", "shape": [1]}, "index": {"dtype": "int64", "shape": [1]},
@@ -122,7 +125,7 @@ def write_lerobot(ep: Episode, root, task: str = "explore") -> int:
                        "episode_index": i, "index": start + np.arange(T), "task_index": task_index})
     write_atomic(data, df.to_parquet(index=False))
     tmp_video = video.with_name(f".{video.name}.tmp.mp4")
-    write_video(tmp_video, ep.frames, fps=round(ep.fps)); os.replace(tmp_video, video)
+    write_video(tmp_video, ep.frames, fps=round(ep.fps), lossless=True); os.replace(tmp_video, video)
     episodes.append({"episode_index": i, "tasks": [task], "length": T, **{k: v for k, v in ep.meta.items() if k != "task"}})
     write_atomic(root / "meta" / "tasks.jsonl", "".join(json.dumps(t) + "\n" for t in tasks))
     write_atomic(root / "meta" / "episodes.jsonl", "".join(json.dumps(e, default=_jsonable) + "\n" for e in episodes))

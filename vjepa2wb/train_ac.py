@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -210,7 +211,7 @@ class ACTrainConfig:
         return ac_predictor_config(self.model_size, **{"embed_dim": encoder_cfg.embed_dim, "img_size": self.crop,
                                                        "patch_size": encoder_cfg.patch_size, "tubelet_size": encoder_cfg.tubelet_size,
                                                        "max_num_frames": max(2, self.frames) * encoder_cfg.tubelet_size,
-                                                       **self.predictor})
+                                                       "roll_center": math.pi, **self.predictor})
 
 def _ac_schedule(cfg: ACTrainConfig):
     from vjepa2wb.pretrain import PretrainConfig
