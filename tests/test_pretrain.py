@@ -70,13 +70,14 @@ def test_torchrun_two_processes_on_cpu(tmp_path, strategy):
 def test_pretrain_job_notebook(tmp_path):
     out = tmp_path / "run"
     pm.execute_notebook(ROOT / "nbs" / "pretrain.ipynb", tmp_path / "out.ipynb", cwd=ROOT / "nbs", kernel_name="python3",
-                        parameters=dict(steps=4, checkpoint_every=2, n_clips=16, patch_size=8, output_dir=str(out),
+                        parameters=dict(steps=4, checkpoint_every=2, n_clips=16, patch_size=8, output_dir=str(out), data="synthetic@0.3",
                                         masks=[dict(num_blocks=2, spatial_scale=[0.15, 0.15])]),
                         progress_bar=False, execution_timeout=900)
     summary = json.loads((out / "summary.json").read_text())
     for key in ("probe_acc_pretrained", "probe_acc_random", "probe_acc_motion_pretrained", "probe_acc_appearance_random",
-                "final_loss", "target_std_final"):
+                "final_loss", "target_std_final", "probe_margin"):
         assert key in summary, key
+    assert summary["probe_noise"] == 0.3                                      # probed at the training data's noise
     assert (out / "metrics.parquet").exists() and (out / "curves.html").exists() and (out / "config.json").exists()
     recipes = json.loads((out / "config.json").read_text())["recipes"]
     assert len(recipes) == 1 and recipes[0]["num_blocks"] == 2                # the one recipe asked for
@@ -85,6 +86,10 @@ def test_pretrain_job_notebook(tmp_path):
     with pytest.raises(pm.PapermillExecutionError, match="masks"):
         pm.execute_notebook(ROOT / "nbs" / "pretrain.ipynb", tmp_path / "bad.ipynb", cwd=ROOT / "nbs",
                             kernel_name="python3", parameters=dict(masks="half"), progress_bar=False)
+    with pytest.raises(pm.PapermillExecutionError, match="the noise after '@' must be a number"):
+        pm.execute_notebook(ROOT / "nbs" / "pretrain.ipynb", tmp_path / "bad.ipynb", cwd=ROOT / "nbs",
+                            kernel_name="python3", parameters=dict(data="synthetic@lots", output_dir=str(tmp_path / "bad")),
+                            progress_bar=False)
     with pytest.raises(pm.PapermillExecutionError, match="resume=True needs the output_dir or run_id"):
         pm.execute_notebook(ROOT / "nbs" / "pretrain.ipynb", tmp_path / "bad.ipynb", cwd=ROOT / "nbs",
                             kernel_name="python3", parameters=dict(resume=True), progress_bar=False)
@@ -103,3 +108,13 @@ def test_corrupt_and_short_videos_are_skipped_and_counted(tmp_path):
     assert metrics.step.tolist() == [0, 1, 2]
     assert metrics.skipped.sum() >= 2 and metrics.loss.notna().all()
     assert (metrics.loss[metrics.skipped < 3] > 0).all(), metrics[["loss", "skipped"]]   # readable clips were trained on
+
+
+def test_evidence_preset_beats_random_init(tmp_path):
+    "The issue's claim, from the job as run: the `evidence` preset's encoder beats random init by 10 points."
+    out = tmp_path / "evidence"
+    pm.execute_notebook(ROOT / "nbs" / "pretrain.ipynb", tmp_path / "evidence.ipynb", cwd=ROOT / "nbs", kernel_name="python3",
+                        parameters=dict(preset="evidence", output_dir=str(out)), progress_bar=False, execution_timeout=900)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 1200 and summary["probe_noise"] == 0.4
+    assert summary["probe_acc_pretrained"] >= summary["probe_acc_random"] + 10, summary

@@ -79,7 +79,12 @@ class VisionTransformerPredictorAC(nn.Module):
         mask = frame_causal_mask(T, C + P, x.device) if cfg.is_frame_causal else None
         x = run_blocks(self.predictor_blocks, x, rope, mask, checkpointing=self.grad_checkpointing)
         x = x.view(B, T, C + P, -1)[:, :, C:].flatten(1, 2)
-        return self.predictor_proj(self.predictor_norm(x))
+        return self.read_out(x, features)
+
+    def read_out(self, x, features):
+        "Frame tokens of the last layer `x` to the encoder width; with `cfg.residual`, added to the input `features`."
+        out = self.predictor_proj(self.predictor_norm(x))
+        return features + out if self.cfg.residual else out
 
     def embed_state(self, states, dtype):
         "State tokens; with `cfg.roll_center` set, the roll is first wrapped around it."
@@ -118,6 +123,6 @@ def _cached_step(self, features, action, state, cache=None, extrinsics=None):
         att = F.scaled_dot_product_attention(q, k, v if v.is_cuda else v.contiguous())
         x = x + a.proj(att.transpose(1, 2).reshape(B, N, W))
         x = x + blk.mlp(blk.norm2(x))
-    return self.predictor_proj(self.predictor_norm(x[:, C:])), new_cache
+    return self.read_out(x[:, C:], features), new_cache
 
 VisionTransformerPredictorAC.step = _cached_step

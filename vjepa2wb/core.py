@@ -169,6 +169,7 @@ class ACPredictorConfig(_BaseConfig):
     rope_base: float = 10000.0
     init_std: float = 0.02
     roll_center: float | None = None   # set: the state's roll is wrapped into [c - pi, c + pi) (see ac_predictor)
+    residual: bool = False             # True: predict the change, added to the input frame (see ac_predictor)
 
     def _check(self):
         _check_heads("ac_predictor", self.pred_embed_dim, self.pred_num_heads)
@@ -176,6 +177,8 @@ class ACPredictorConfig(_BaseConfig):
         if self.roll_center is not None and (isinstance(self.roll_center, bool) or not isinstance(self.roll_center, (int, float))
                                              or not math.isfinite(self.roll_center)):
             raise ConfigError(f"ACPredictorConfig.roll_center must be a finite number or None; got {self.roll_center!r}")
+        if not isinstance(self.residual, bool):
+            raise ConfigError(f"ACPredictorConfig.residual must be True or False; got {self.residual!r}")
 
     @property
     def mlp_hidden(self): return self.pred_mlp_hidden_dim or mlp_width(self.pred_embed_dim, self.pred_mlp_ratio, self.activation, self.swiglu_wide)

@@ -17,9 +17,10 @@ from torch.utils.data import Dataset
 log = logging.getLogger("vjepa2wb.data")
 
 # %% auto #0
-__all__ = ['log', 'MOTIONS', 'SHAPES', 'VIDEO_SUFFIXES', 'IMAGENET_MEAN', 'IMAGENET_STD', 'render_shapes', 'SyntheticShapes',
-           'Skipped', 'read_video', 'resize_clip', 'VideoClips', 'list_file_items', 'folder_items', 'split_skipped',
-           'collate_clips', 'write_video', 'normalize', 'prepare_batch', 'make_dataset']
+__all__ = ['log', 'MOTIONS', 'SHAPES', 'SENSOR_NOISE', 'VIDEO_SUFFIXES', 'IMAGENET_MEAN', 'IMAGENET_STD', 'render_shapes',
+           'SyntheticShapes', 'Skipped', 'read_video', 'resize_clip', 'VideoClips', 'list_file_items', 'folder_items',
+           'split_skipped', 'collate_clips', 'write_video', 'normalize', 'prepare_batch', 'parse_synthetic',
+           'make_dataset']
 
 # %% ../nbs/10_data.ipynb #d6386535
 MOTIONS = ("right", "left", "down", "up")
@@ -39,8 +40,11 @@ def _shape_mask(kind: str, yy, xx, cy, cx, r):
         return (d2 <= r ** 2) & (d2 >= (0.55 * r) ** 2)
     raise ValueError(kind)
 
-def render_shapes(rng: np.random.Generator, frames: int, size: int, motion: str, shape: str) -> np.ndarray:
-    "A uint8 clip `[frames, size, size, 3]` of one `shape` moving in direction `motion`."
+SENSOR_NOISE = 0.02
+
+def render_shapes(rng: np.random.Generator, frames: int, size: int, motion: str, shape: str,
+                  noise: float = SENSOR_NOISE) -> np.ndarray:
+    "A uint8 clip `[frames, size, size, 3]` of one `shape` moving in direction `motion`, with sensor `noise`."
     bg = rng.uniform(0, 0.35, 3) + rng.normal(0, 0.04, (size, size, 3))      # a fixed textured background
     color = rng.uniform(0.45, 1.0, 3)
     r = rng.uniform(0.12, 0.2) * size
@@ -56,15 +60,18 @@ def render_shapes(rng: np.random.Generator, frames: int, size: int, motion: str,
     out = np.empty((frames, size, size, 3), np.float32)
     for t in range(frames):
         m = _shape_mask(shape, yy, xx, cy + dy * speed * t, cx + dx * speed * t, r)
-        out[t] = np.where(m[..., None], color, bg) + rng.normal(0, 0.02, (size, size, 3))
+        out[t] = np.where(m[..., None], color, bg) + rng.normal(0, noise, (size, size, 3))
     return (out.clip(0, 1) * 255).round().astype(np.uint8)
 
 class SyntheticShapes(Dataset):
     "Moving shapes labelled by `task`: 'motion' (direction) or 'appearance' (shape)."
-    def __init__(self, task: str = "motion", n: int = 512, frames: int = 16, size: int = 64, seed: int = 0):
+    def __init__(self, task: str = "motion", n: int = 512, frames: int = 16, size: int = 64, seed: int = 0,
+                 noise: float = SENSOR_NOISE):
         if task not in ("motion", "appearance"):
             raise ValueError(f"task must be 'motion' or 'appearance'; got {task!r}")
-        self.task, self.n, self.frames, self.size, self.seed = task, n, frames, size, seed
+        if not (isinstance(noise, (int, float)) and 0 <= noise <= 1):
+            raise ValueError(f"noise must be a number in [0, 1] (std of the 0-1 intensities); got {noise!r}")
+        self.task, self.n, self.frames, self.size, self.seed, self.noise = task, n, frames, size, seed, noise
         self.classes = MOTIONS if task == "motion" else SHAPES
 
     def __len__(self): return self.n
@@ -74,7 +81,7 @@ class SyntheticShapes(Dataset):
         label = i % len(self.classes)
         motion = MOTIONS[label] if self.task == "motion" else MOTIONS[rng.integers(len(MOTIONS))]
         shape = SHAPES[label] if self.task == "appearance" else SHAPES[rng.integers(len(SHAPES))]
-        return torch.from_numpy(render_shapes(rng, self.frames, self.size, motion, shape)), label
+        return torch.from_numpy(render_shapes(rng, self.frames, self.size, motion, shape, self.noise)), label
 
 # %% ../nbs/10_data.ipynb #08ad53a6
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
@@ -209,14 +216,29 @@ def prepare_batch(video: torch.Tensor, crop: int, train: bool = True, device="cp
     return normalize(x)
 
 # %% ../nbs/10_data.ipynb #e8c37ac4
+def parse_synthetic(data: str) -> tuple[list[str], float] | None:
+    "The tasks and sensor noise of a synthetic dataset name (`synthetic[:task][@noise]`); None for other data."
+    name, at, noise = data.partition("@")
+    kind, _, task = name.partition(":")
+    if kind != "synthetic":                  # a path, even one that starts with "synthetic"
+        return None
+    if task not in ("", "motion", "appearance"):
+        raise ValueError(f"unknown synthetic dataset {data!r}; use synthetic, synthetic:motion or synthetic:appearance, "
+                         "optionally with @noise (e.g. synthetic@0.4)")
+    try:
+        noise = float(noise) if at else SENSOR_NOISE
+    except ValueError:
+        raise ValueError(f"synthetic dataset {data!r}: the noise after '@' must be a number") from None
+    if not 0 <= noise <= 1:
+        raise ValueError(f"synthetic dataset {data!r}: the noise must be in [0, 1]; got {noise}")
+    return ([task] if task else ["motion", "appearance"]), noise
+
 def make_dataset(data: str, frames: int = 16, size: int = 256, frame_step: int = 4, n: int = 512, seed: int = 0) -> Dataset:
     "The dataset a job's `data` string names (see above)."
-    if data.startswith("synthetic"):
-        task = data.partition(":")[2]
-        if task not in ("", "motion", "appearance"):
-            raise ValueError(f"unknown synthetic dataset {data!r}; use synthetic, synthetic:motion or synthetic:appearance")
-        tasks = [task] if task else ["motion", "appearance"]
-        parts = [SyntheticShapes(t, n=n // len(tasks), frames=frames, size=size, seed=seed) for t in tasks]
+    synthetic = parse_synthetic(data)
+    if synthetic:
+        tasks, noise = synthetic
+        parts = [SyntheticShapes(t, n=n // len(tasks), frames=frames, size=size, seed=seed, noise=noise) for t in tasks]
         return parts[0] if len(parts) == 1 else torch.utils.data.ConcatDataset(parts)
     p = Path(data).expanduser()
     if p.is_file():

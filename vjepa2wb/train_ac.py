@@ -146,7 +146,10 @@ def evaluate(predictor, cache: FeatureCache, frames: int, auto_steps: int = 2, m
 # %% ../nbs/17_train_ac.ipynb #4d0fd2f9
 @torch.no_grad()
 def copy_last_init_(predictor):
-    "Make `predictor` start as copy-last-frame: identity embedding and projection, residual branches zero."
+    "Make `predictor` start as copy-last-frame: its output projection zero (`residual`), else identity projections and residual branches zero."
+    if predictor.cfg.residual:
+        predictor.predictor_proj.weight.zero_(); predictor.predictor_proj.bias.zero_()
+        return predictor
     W, E = predictor.cfg.pred_embed_dim, predictor.cfg.embed_dim
     if W != E:
         raise ValueError(f"copy-last init needs the predictor width ({W}) to equal the encoder width ({E})")
@@ -189,7 +192,7 @@ class ACTrainConfig:
     clip_grad: float | None = 1.01
     freeze_blocks: int = 0
     grad_checkpointing: bool = False
-    init: str = "auto"                     # copy_last, random, or auto: copy_last where the widths allow it
+    init: str = "auto"                     # copy_last, random, or auto: copy_last wherever it applies
     action_scale: float = 1.0              # the action encoder's initial weights and learning rate, times this
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
@@ -211,7 +214,7 @@ class ACTrainConfig:
         return ac_predictor_config(self.model_size, **{"embed_dim": encoder_cfg.embed_dim, "img_size": self.crop,
                                                        "patch_size": encoder_cfg.patch_size, "tubelet_size": encoder_cfg.tubelet_size,
                                                        "max_num_frames": max(2, self.frames) * encoder_cfg.tubelet_size,
-                                                       "roll_center": math.pi, **self.predictor})
+                                                       "roll_center": math.pi, "residual": True, **self.predictor})
 
 def _ac_schedule(cfg: ACTrainConfig):
     from vjepa2wb.pretrain import PretrainConfig
@@ -238,7 +241,7 @@ def train_ac(cfg: ACTrainConfig, encoder, cache: FeatureCache, out, resume: bool
     torch.manual_seed(cfg.seed)
     pcfg = cfg.predictor_config(encoder.cfg)
     predictor = VisionTransformerPredictorAC(pcfg)
-    if cfg.init == "copy_last" or (cfg.init == "auto" and pcfg.embed_dim == pcfg.pred_embed_dim):
+    if cfg.init == "copy_last" or (cfg.init == "auto" and (pcfg.residual or pcfg.embed_dim == pcfg.pred_embed_dim)):
         copy_last_init_(predictor)
     with torch.no_grad():
         predictor.action_encoder.weight.mul_(cfg.action_scale)
