@@ -62,11 +62,48 @@ def test_bf16_autocast_matches_fp32_and_trains(fix, hp):
 
 @torch.no_grad()
 def test_compiled_rope_matches_eager():
-    from vjepa2wb.layers import _COMPILED_ROPE, _rope_math, apply_rope, grid_positions, rope_table
+    from vjepa2wb.layers import _COMPILED, _rope_math, apply_rope, grid_positions, rope_table
     cos, sin = rope_table(grid_positions(2, 16, 16).cuda(), 64)
     q = torch.randn(4, 512, 3, 16, 64, device="cuda").permute(2, 0, 3, 1, 4)[0]      # the strided view attention passes
     ref = _rope_math(q, cos[None], sin[None])
     assert rel_err(apply_rope(q, cos, sin), ref) < 1e-6
-    assert _COMPILED_ROPE.get("fn"), "the compiled RoPE kernel was not used"
+    assert _COMPILED.get((_rope_math, None)), "the compiled RoPE kernel was not used"
     fast = apply_rope(q.bfloat16(), cos, sin)
     assert fast.dtype == torch.bfloat16 and rel_err(fast, ref) < 8e-3
+
+
+@torch.no_grad()
+def test_compiled_block_step_matches_eager():
+    from vjepa2wb.layers import _COMPILED, block_step, cached_block_step, grid_positions, make_blocks, rope_table
+    torch.manual_seed(0)
+    blk = make_blocks(1, 256, 4, 1024, "gelu", True, 1e-6)[0].cuda().eval()
+    cos, sin = rope_table(grid_positions(2, 8, 8).cuda(), 64)
+    x = torch.randn(32, 128, 256, device="cuda")
+    first = (cos[:64], sin[:64]), (cos[64:], sin[64:])
+    for dtype, tol in ((torch.float32, 1e-5), (torch.bfloat16, 2e-2)):
+        model = blk.to(dtype)
+        xs = x.to(next(model.parameters()).dtype)
+        ref, kv = block_step(model, xs[:, :64], first[0])
+        ref2, kv2 = block_step(model, xs[:, 64:], first[1], kv)
+        out, ckv = cached_block_step(model, xs[:, :64], first[0])
+        out2, ckv2 = cached_block_step(model, xs[:, 64:], first[1], ckv)
+        for a, b in ((out, ref), (out2, ref2), (ckv2[0], kv2[0]), (ckv2[1], kv2[1])):
+            assert a.dtype == b.dtype and rel_err(a, b) < tol, rel_err(a, b)
+    assert _COMPILED.get((block_step, None)), "the compiled block step was not used"
+
+
+@torch.no_grad()
+def test_fused_gelu_mlp_within_half_precision_rounding():
+    from vjepa2wb.layers import MLP, mlp_inference
+    torch.manual_seed(0)
+    mlp = MLP(256, 1024).cuda()
+    x = torch.randn(4, 300, 256, device="cuda")
+    exact = mlp(x)
+    for dtype in (torch.bfloat16, torch.float16):
+        half = MLP(256, 1024).cuda().to(dtype)
+        half.load_state_dict(mlp.state_dict())
+        fused, plain = mlp_inference(half, x.to(dtype)), half(x.to(dtype))
+        assert fused.dtype == dtype and fused.shape == exact.shape
+        # the tanh GELU in the epilogue is no further from fp32 than the half-precision MLP itself
+        assert rel_err(fused, exact) < 1.5 * rel_err(plain, exact) + 1e-3, (rel_err(fused, exact), rel_err(plain, exact))
+    assert torch.equal(mlp_inference(mlp, x), exact)                 # float32 keeps the exact GELU

@@ -95,7 +95,7 @@ class VisionTransformerPredictorAC(nn.Module):
         return self.state_encoder(states.to(dtype))
 
 # %% ../nbs/05_ac_predictor.ipynb #3b72667f
-from .layers import apply_rope
+from .layers import cached_block_step
 
 def _cached_step(self, features, action, state, cache=None, extrinsics=None):
     "The prediction `[B, P, D]` for one new step (`features` `[B, P, D]`, `action` `[B, A]`, `state` `[B, S]`), and the updated cache."
@@ -113,16 +113,8 @@ def _cached_step(self, features, action, state, cache=None, extrinsics=None):
     rope = rope_table(pos, cfg.pred_embed_dim // cfg.pred_num_heads, cfg.rope_base)
     new_cache = []
     for i, blk in enumerate(self.predictor_blocks):
-        B, N, W = x.shape
-        a = blk.attn
-        q, k, v = a.qkv(blk.norm1(x)).view(B, N, 3, a.num_heads, W // a.num_heads).permute(2, 0, 3, 1, 4)
-        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        if cache is not None:
-            k, v = torch.cat([cache[i][0], k], 2), torch.cat([cache[i][1], v], 2)
-        new_cache.append((k, v))
-        att = F.scaled_dot_product_attention(q, k, v if v.is_cuda else v.contiguous())
-        x = x + a.proj(att.transpose(1, 2).reshape(B, N, W))
-        x = x + blk.mlp(blk.norm2(x))
+        x, kv = cached_block_step(blk, x, rope, None if cache is None else cache[i])
+        new_cache.append(kv)
     return self.read_out(x[:, C:], features), new_cache
 
 VisionTransformerPredictorAC.step = _cached_step
