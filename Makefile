@@ -25,9 +25,11 @@ $(STAMP): settings.ini setup.py
 	touch $(STAMP)
 
 # The main job on its embedded defaults: collect sim episodes, pretrain, train the AC predictor, evaluate, report.
+# PARAMS=<yaml> scales it, one section per stage (nbs/params/gpu.yaml: one GPU).
 run: install
 	mkdir -p outputs/run/$(RUN_ID)
-	$(BIN)/papermill nbs/pipeline.ipynb outputs/run/$(RUN_ID)/pipeline.ipynb -p run_id $(RUN_ID) --cwd nbs --no-progress-bar --log-output
+	$(BIN)/papermill nbs/pipeline.ipynb outputs/run/$(RUN_ID)/pipeline.ipynb -p run_id $(RUN_ID) \
+	    $(if $(PARAMS),-p params_file $(abspath $(PARAMS))) --cwd nbs --no-progress-bar --log-output
 	@echo "report: outputs/run/$(RUN_ID)/report.html"
 
 # the benchmarks: the encoder (ours vs Hugging Face) and planning (against the machine's limit;

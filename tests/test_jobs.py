@@ -94,6 +94,14 @@ def test_pipeline_end_to_end_tiny(tmp_path):
     assert any("episodes, model from" in o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
 
 
+def test_pipeline_refuses_unknown_stage_parameters(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train_ac: {stepz: 10}\n")
+    with pytest.raises(pm.PapermillExecutionError, match=r"train_ac must map its parameters to values; unknown: \['stepz'\]"):
+        run("pipeline.ipynb", tmp_path, run_id="bad", params_file=str(bad), output_root=str(tmp_path / "never"))
+    assert not (tmp_path / "never").exists()
+
+
 def test_train_ac_refuses_bad_parameters(tmp_path):
     with pytest.raises(pm.PapermillExecutionError, match="parameter data"):
         run("train_ac.ipynb", tmp_path, data=str(tmp_path / "missing"))

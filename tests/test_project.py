@@ -74,3 +74,13 @@ def test_public_api_contracts():
     contract = dict(horizon=1, samples=100, iterations=100, topk=10, momentum_mean=0.25, momentum_std=0.95,
                     momentum_mean_gripper=0.15, momentum_std_gripper=0.15, maxnorm=0.05)
     assert {k: defaults[k] for k in list(defaults)[4:13]} == contract     # extra options come after, keyword-only
+
+
+def test_pipeline_params_files_name_real_parameters():
+    import papermill as pm
+    files = sorted((ROOT / "nbs" / "params").glob("*.yaml"))
+    assert files, "no parameter files under nbs/params"
+    for f in files:
+        for stage, kw in yaml.safe_load(f.read_text()).items():
+            known = pm.inspect_notebook(str(ROOT / "nbs" / f"{stage}.ipynb"))
+            assert isinstance(kw, dict) and not set(kw) - set(known), f"{f.name}: {stage} has no parameters {set(kw) - set(known)}"
