@@ -152,12 +152,17 @@ def _release_gl():
 class SimArm(Arm):
     "A simulated Franka Panda with one exterior camera (MuJoCo)."
     def __init__(self, width: int = 256, height: int = 256, workspace: Workspace | None = None,
-                 max_translation: float = 0.075, max_rotation: float = 0.35):
+                 max_translation: float = 0.075, max_rotation: float = 0.35, supersample: int | None = None):
         import mujoco
+        if supersample is None:
+            supersample = max(1, 256 // max(width, height))
+        if isinstance(supersample, bool) or not isinstance(supersample, int) or supersample < 1:
+            raise ValueError(f"supersample must be a positive int (render at that many times the size, then average); got {supersample!r}")
         self._mj = mujoco
         self.model = build_scene()
         self.data, self._scratch = mujoco.MjData(self.model), mujoco.MjData(self.model)
-        self.renderer = mujoco.Renderer(self.model, height, width)
+        self.supersample = supersample
+        self.renderer = mujoco.Renderer(self.model, height * supersample, width * supersample)
         _release_gl()
         self.workspace = workspace or Workspace()
         self.max_translation, self.max_rotation = max_translation, max_rotation
@@ -176,9 +181,13 @@ class SimArm(Arm):
 
     def render(self) -> np.ndarray:
         self.renderer.update_scene(self.data, camera="exterior")
-        frame = self.renderer.render().copy()
+        frame = self.renderer.render()
         _release_gl()               # so that the next frame may be rendered from any thread
-        return frame
+        k = self.supersample
+        if k == 1:
+            return frame.copy()
+        h, w = frame.shape[0] // k, frame.shape[1] // k
+        return frame.reshape(h, k, w, k, 3).mean((1, 3), dtype=np.float32).round().astype(np.uint8)
 
     def _observe(self, info: dict | None = None) -> Observation:
         return Observation(self.render(), self.state(), self._t, info or {})
