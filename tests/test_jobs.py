@@ -115,18 +115,22 @@ def test_robot_session_records_every_step(tmp_path, fix, hp):
                            tmp_path / "ac_model")
     out = tmp_path / "session"
     run("robot_session.ipynb", tmp_path, checkpoint=str(ckpt), task="reach", episodes=2, max_steps=3,
-        planner={"samples": 16, "iterations": 2, "topk": 4, "tol": 0.0}, compare=["fast"], size=hp["encoder"]["img_size"],
-        output_dir=str(out))
+        planner={"samples": 16, "iterations": 2, "topk": 4, "tol": 0.0}, compare=["fast"], compare_episodes=1,
+        size=hp["encoder"]["img_size"], output_dir=str(out))
     steps = [json.loads(l) for l in (out / "steps.jsonl").read_text().splitlines()]
-    assert len(steps) == 12 and {s["episode"] for s in steps} == {0, 1} and {s["planner"] for s in steps} == {"custom", "fast"}
+    assert len(steps) == 9 and {s["planner"] for s in steps} == {"custom", "fast"}
+    assert {s["episode"] for s in steps if s["planner"] == "custom"} == {0, 1} and {s["episode"] for s in steps if s["planner"] == "fast"} == {0}
     assert all(s["flops"] > 0 for s in steps) and {s["iterations"] for s in steps if s["planner"] == "custom"} == {2}
-    assert len(list((out / "frames").glob("*.npy"))) == 12 and len(list(out.glob("episode_*.mp4"))) == 4
+    assert len(list((out / "frames").glob("*.npy"))) == 9 and len(list(out.glob("episode_*.mp4"))) == 3
     summary = json.loads((out / "summary.json").read_text())
     assert {"success_rate", "mean_final_distance_cm", "seconds_per_action"} <= set(summary["reach"])
     assert set(summary["planners"]) == {"custom", "fast"} and summary["planners"]["fast"]["gflop_per_action"] > 0
+    assert summary["planners"]["custom"]["episodes"] == 2 and summary["planners"]["fast"]["episodes"] == 1
     assert (out / "episodes.csv").exists()
     with pytest.raises(pm.PapermillExecutionError, match="parameter task='juggle' is invalid"):
         run("robot_session.ipynb", tmp_path, checkpoint=str(ckpt), task="juggle", output_dir=str(tmp_path / "never"))
+    with pytest.raises(pm.PapermillExecutionError, match="parameter compare_episodes=3 is invalid"):
+        run("robot_session.ipynb", tmp_path, checkpoint=str(ckpt), episodes=2, compare_episodes=3, output_dir=str(tmp_path / "never"))
 
 
 def test_bench_planning_writes_summary(tmp_path):
