@@ -142,6 +142,9 @@ def test_bench_planning_writes_summary(tmp_path):
         assert isinstance(summary[key], float) and summary[key] >= 0, key
     assert summary["max_energy_diff"] < 1e-5 and set(summary["models"]) == {"fixture", "default"}
     assert all(m["same_choice"] and 0 < m["efficiency"] < 1.5 for m in summary["models"].values())
+    for m in summary["models"].values():                  # where the time goes, on a CPU
+        shares = [m[f"time_share_{k}"] for k in ("matmul", "attention", "other")]
+        assert all(0 < x < 1 for x in shares) and abs(sum(shares) - 1) < 1e-9 and 0 < m["matmul_efficiency"] < 1.5
     with pytest.raises(pm.PapermillExecutionError, match="parameter models"):
         run("bench_planning.ipynb", tmp_path, models=["huge"], output_dir=str(tmp_path / "never"))
 

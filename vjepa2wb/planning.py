@@ -218,12 +218,12 @@ def cem(wm, context_reps, context_state, goal_reps, horizon: int = 1, samples: i
     return torch.cat([mean[:, :3], torch.zeros(horizon, 3, device=dev), gripper], 1)
 
 # %% ../nbs/18_planning.ipynb #6038f860
-def plan_flops(cfg, horizon: int, samples: int, iterations: int, path: str = "fast") -> float:
-    "FLOPs of the AC predictor (config `cfg`) in one CEM plan along `path`."
+def plan_flops(cfg, horizon: int, samples: int, iterations: int, path: str = "fast", attention_only: bool = False) -> float:
+    "FLOPs of the AC predictor (config `cfg`) in one CEM plan along `path`; with `attention_only`, attention's share."
     W, E, L, P, C = cfg.pred_embed_dim, cfg.embed_dim, cfg.pred_depth, cfg.grid ** 2, cfg.cond_tokens
     N = P + C
-    per_layer_token = 2 * W * (4 * W + (3 if cfg.activation == "swiglu" else 2) * cfg.mlp_hidden)
-    per_frame = 2 * P * E * W * 2 + 2 * W * (cfg.action_dim + cfg.state_dim + (cfg.extrinsics_dim if cfg.use_extrinsics else 0))
+    per_layer_token = 0 if attention_only else 2 * W * (4 * W + (3 if cfg.activation == "swiglu" else 2) * cfg.mlp_hidden)
+    per_frame = 0 if attention_only else 2 * P * E * W * 2 + 2 * W * (cfg.action_dim + cfg.state_dim + (cfg.extrinsics_dim if cfg.use_extrinsics else 0))
     total = 0.0
     for h in range(horizon):
         frames = 1 if path == "fast" else h + 1
