@@ -129,8 +129,8 @@ def test_robot_session_records_every_step(tmp_path, fix, hp):
     assert (out / "episodes.csv").exists()
     with pytest.raises(pm.PapermillExecutionError, match="parameter task='juggle' is invalid"):
         run("robot_session.ipynb", tmp_path, checkpoint=str(ckpt), task="juggle", output_dir=str(tmp_path / "never"))
-    with pytest.raises(pm.PapermillExecutionError, match="parameter compare_episodes=3 is invalid"):
-        run("robot_session.ipynb", tmp_path, checkpoint=str(ckpt), episodes=2, compare_episodes=3, output_dir=str(tmp_path / "never"))
+    with pytest.raises(pm.PapermillExecutionError, match="parameter compare_episodes=0 is invalid"):
+        run("robot_session.ipynb", tmp_path, checkpoint=str(ckpt), episodes=2, compare_episodes=0, output_dir=str(tmp_path / "never"))
 
 
 def test_bench_planning_writes_summary(tmp_path):
