@@ -5,6 +5,8 @@
 # %% ../nbs/18_planning.ipynb #116a7328
 from __future__ import annotations
 
+import ctypes
+import platform
 import time
 from dataclasses import dataclass
 
@@ -17,8 +19,8 @@ from .pose import compute_new_pose
 
 # %% auto #0
 __all__ = ['PRESETS', 'preprocess_frames', 'planning_encoder', 'encode_goal_frames', 'world_model_step', 'action_grid',
-           'energy_grid', 'grid_axis', 'landscape_argmin', 'energy_figures', 'draw_actions', 'rollout', 'cem',
-           'plan_flops', 'planner_settings', 'Plan', 'plan_step', 'run_mpc']
+           'energy_grid', 'grid_axis', 'landscape_argmin', 'energy_figures', 'draw_actions', 'keep_freed_memory',
+           'rollout', 'cem', 'plan_flops', 'planner_settings', 'Plan', 'plan_step', 'run_mpc']
 
 # %% ../nbs/18_planning.ipynb #b1f95046
 def preprocess_frames(frames: torch.Tensor, crop: int) -> torch.Tensor:
@@ -147,6 +149,16 @@ def _chunk_size(predictor, samples: int, device) -> int:
     tokens = 2048 * 1536 // predictor.cfg.mlp_hidden              # the MLP's activations, about 12 MB in float32
     return max(1, tokens // (predictor.cfg.cond_tokens + predictor.tokens_per_frame))
 
+_KEPT = []
+def keep_freed_memory():
+    """Let glibc keep what torch frees in its heap (up to 1 GB; blocks under 256 MB never go back to the
+    kernel), so that same-sized temporaries reuse warm pages. Once per process; elsewhere, nothing."""
+    if _KEPT or platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return
+    libc = ctypes.CDLL("libc.so.6")
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    _KEPT.append(libc.mallopt(M_MMAP_THRESHOLD, 256 << 20) and libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
+
 @torch.no_grad()
 def rollout(predictor, context_reps: torch.Tensor, context_state: torch.Tensor, actions: torch.Tensor,
             path: str = "fast", chunk: int | None = None) -> torch.Tensor:
@@ -154,10 +166,11 @@ def rollout(predictor, context_reps: torch.Tensor, context_state: torch.Tensor, 
     _check_path(path)
     S, H, _ = actions.shape
     _, P, D = context_reps.shape
+    if context_reps.device.type == "cpu":
+        keep_freed_memory()
     chunk = chunk or _chunk_size(predictor, S, context_reps.device)
     out = []
-    for i in range(0, S, chunk):
-        a = actions[i:i + chunk]
+    for a in actions.split(chunk):
         n = len(a)
         reps = context_reps.reshape(1, 1, P, D).expand(n, -1, -1, -1)
         poses = context_state.reshape(1, 1, 7).float().expand(n, -1, -1)        # poses stay float32 under bf16
