@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import platform
 import time
 from dataclasses import dataclass
@@ -149,15 +150,15 @@ def _chunk_size(predictor, samples: int, device) -> int:
     tokens = 2048 * 1536 // predictor.cfg.mlp_hidden              # the MLP's activations, about 12 MB in float32
     return max(1, tokens // (predictor.cfg.cond_tokens + predictor.tokens_per_frame))
 
-_KEPT = []
-def keep_freed_memory():
+@functools.cache
+def keep_freed_memory() -> bool:
     """Let glibc keep what torch frees in its heap (up to 1 GB; blocks under 256 MB never go back to the
-    kernel), so that same-sized temporaries reuse warm pages. Once per process; elsewhere, nothing."""
-    if _KEPT or platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return
+    kernel), so that same-sized temporaries reuse warm pages. Once per process; True where it took effect."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
     libc = ctypes.CDLL("libc.so.6")
     M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-    _KEPT.append(libc.mallopt(M_MMAP_THRESHOLD, 256 << 20) and libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, 256 << 20) and libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
 
 @torch.no_grad()
 def rollout(predictor, context_reps: torch.Tensor, context_state: torch.Tensor, actions: torch.Tensor,
