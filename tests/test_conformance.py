@@ -140,14 +140,14 @@ def test_cem_reproduces_the_official_plans(fix, hp):
     with safe_open(fix / "cem_io.safetensors", "pt") as f:
         info = json.loads(f.metadata()["fixture_info"])
     for name, st in info["settings"].items():
-        for path in ("fast", "reference"):
+        for mode in ("fast", "reference"):
             diffs = []
             for seed in info["seeds"]:
                 torch.manual_seed(seed)
                 plan = cem(wm, io["context_reps"], io["context_state"], io["goal_reps"], horizon=st["rollout"], samples=st["samples"],
                            iterations=st["cem_steps"], topk=st["topk"], momentum_mean=st["momentum_mean"], momentum_std=st["momentum_std"],
                            momentum_mean_gripper=st["momentum_mean_gripper"], momentum_std_gripper=st["momentum_std_gripper"],
-                           maxnorm=st["maxnorm"], path=path)
+                           maxnorm=st["maxnorm"], mode=mode)
                 assert plan.shape == (st["rollout"], 7)
                 diffs.append((plan - io[f"actions_{name}_seed{seed}"]).abs().max().item())
-            assert float(np.median(diffs)) <= 1e-3, (name, path, diffs)
+            assert float(np.median(diffs)) <= 1e-3, (name, mode, diffs)

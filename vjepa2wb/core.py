@@ -298,8 +298,8 @@ def ac_predictor_config(size: str = "tiny", **overrides) -> ACPredictorConfig:
     return resolve_config(ACPredictorConfig, overrides, base=base)
 
 # %% ../nbs/00_core.ipynb #4325adf4
-def fixtures_dir() -> Path | None:
-    "The conformance fixtures folder, or None when it cannot be found."
+def fixtures_dir(required: bool = False) -> Path | None:
+    "The conformance fixtures folder; None when it cannot be found, or an error naming where to put it if `required`."
     if os.environ.get("VJEPA2WB_FIXTURES"):
         return Path(os.environ["VJEPA2WB_FIXTURES"])
     package = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()
@@ -308,6 +308,9 @@ def fixtures_dir() -> Path | None:
             cand = d / "shared" / "fixtures" / "conformance"
             if (cand / "manifest.json").exists():
                 return cand
+    if required:
+        raise FileNotFoundError("the conformance fixtures are missing: put them at ../shared/fixtures/conformance "
+                                "beside the checkout, or set VJEPA2WB_FIXTURES")
     return None
 
 # %% ../nbs/00_core.ipynb #6f76d0ed

@@ -13,10 +13,13 @@ import zlib
 import numpy as np
 import torch
 
-from .planning import PRESETS, encode_goal_frames, plan_step, planner_settings, planning_encoder
+from dataclasses import replace
+
+from .planning import PRESETS, plan_step, planner_settings
+from .world_model import encode_frames, world_model_encoder
 
 # %% auto #0
-__all__ = ['encode_png', 'decode_image', 'fixture_world_model', 'default_world_model', 'LivePlanner', 'live_panel']
+__all__ = ['encode_png', 'decode_image', 'LivePlanner', 'live_panel']
 
 # %% ../nbs/19_live.ipynb #2f3cfcb0
 def encode_png(frame: np.ndarray) -> bytes:
@@ -38,34 +41,12 @@ def decode_image(data: bytes) -> np.ndarray:
     except (av.error.FFmpegError, StopIteration, ValueError) as e:
         raise ValueError(f"the uploaded file is not an image that can be decoded: {e}") from None
 
-# %% ../nbs/19_live.ipynb #d7f69263
-def fixture_world_model():
-    "The tiny AC world model of the conformance fixtures (random weights), with the sizes its manifest gives."
-    import json
-    from vjepa2wb.checkpoints import load_checkpoint
-    from vjepa2wb.core import fixtures_dir
-    fix = fixtures_dir()
-    if fix is None:
-        raise FileNotFoundError("the conformance fixtures (../shared/fixtures/conformance) are not here: pass a checkpoint")
-    hp = json.loads((fix / "manifest.json").read_text())["hyperparameters"]
-    return load_checkpoint(fix / "ac_checkpoint.pt", encoder=hp["encoder"], ac_predictor=hp["ac_predictor"])
-
-def default_world_model():
-    "`(world_model, description)`: `make run`'s AC model if there is one, else the tiny conformance-fixture model."
-    import json
-    from vjepa2wb.checkpoints import load_checkpoint
-    from vjepa2wb.core import project_root
-    run = project_root() / "outputs" / "run" / "latest" / "train_ac" / "summary.json"
-    if run.exists():
-        return load_checkpoint(json.loads(run.read_text())["checkpoint"]), f"make run's AC model ({run.parent})"
-    return fixture_world_model(), "the tiny fixture model (random weights)"
-
 # %% ../nbs/19_live.ipynb #c81f36c5
 class LivePlanner:
     "Receding-horizon planning against `arm` with world model `wm`, one step at a time or in a background thread."
     def __init__(self, arm, wm, planner="fast", crop: int | None = None, seed: int = 0):
         self.arm, self.wm = arm, wm
-        self.encoder = planning_encoder(wm)
+        self.encoder = world_model_encoder(wm)
         self.crop = crop or self.encoder.cfg.img_size
         self.planner = planner_settings(planner)
         self.obs = arm.reset(seed)
@@ -87,7 +68,7 @@ class LivePlanner:
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[-1] != 3:
             raise ValueError(f"a goal must be a uint8 RGB image [H, W, 3]; got {frame.dtype} {frame.shape}")
         self.goal_frame = frame
-        self.goal_reps = encode_goal_frames(self.encoder, torch.from_numpy(frame)[None], self.crop)
+        self.goal_reps = encode_frames(self.encoder, torch.from_numpy(frame)[None], self.crop)
         self.last_plan = None
 
     @property
@@ -177,8 +158,8 @@ def live_panel(live: LivePlanner, max_steps: int = 20):
     upload = W.FileUpload(accept="image/*", multiple=False, description="image")
     set_goal = W.Button(description="Set goal", icon="bullseye")
     preset = W.Dropdown(options=list(PRESETS), value="fast", description="planner")
-    samples = W.BoundedIntText(value=live.planner["samples"], min=2, max=100000, description="samples")
-    iterations = W.BoundedIntText(value=live.planner["iterations"], min=1, max=1000, description="iterations")
+    samples = W.BoundedIntText(value=live.planner.samples, min=2, max=100000, description="samples")
+    iterations = W.BoundedIntText(value=live.planner.iterations, min=1, max=1000, description="iterations")
     steps = W.BoundedIntText(value=max_steps, min=1, max=10000, description="Run steps")
     step_b = W.Button(description="Step", button_style="primary", icon="step-forward")
     run_b = W.Button(description="Run", button_style="success", icon="play")
@@ -193,12 +174,12 @@ def live_panel(live: LivePlanner, max_steps: int = 20):
 
     def preset_changed(change):
         s = planner_settings(change["new"])
-        samples.value, iterations.value = s["samples"], s["iterations"]
+        samples.value, iterations.value = s.samples, s.iterations
     preset.observe(preset_changed, "value")
 
     def apply_settings():
-        live.set_planner({**planner_settings(preset.value), "samples": samples.value, "iterations": iterations.value,
-                          "topk": min(planner_settings(preset.value)["topk"], samples.value)})
+        s = planner_settings(preset.value)
+        live.set_planner(replace(s, samples=samples.value, iterations=iterations.value, topk=min(s.topk, samples.value)))
 
     def on_event(event, lp):
         if event == "iteration":

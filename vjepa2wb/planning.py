@@ -9,53 +9,23 @@ import ctypes
 import functools
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from .data import normalize
-from .pose import compute_new_pose
+from .world_model import MODES, encode_frames, imagine, world_model_encoder
 
 # %% auto #0
-__all__ = ['PRESETS', 'preprocess_frames', 'planning_encoder', 'encode_goal_frames', 'world_model_step', 'action_grid',
-           'energy_grid', 'grid_axis', 'landscape_argmin', 'energy_figures', 'draw_actions', 'keep_freed_memory',
-           'rollout', 'cem', 'plan_flops', 'planner_settings', 'Plan', 'plan_step', 'run_mpc']
-
-# %% ../nbs/18_planning.ipynb #b1f95046
-def preprocess_frames(frames: torch.Tensor, crop: int) -> torch.Tensor:
-    "uint8 frames `[T, H, W, 3]` -> normalised `[T, 3, crop, crop]` (the official video transform)."
-    if frames.dim() != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"frames must be uint8 [T, H, W, 3]; got {tuple(frames.shape)}")
-    x = frames.permute(0, 3, 1, 2).float() / 255.0
-    x = F.interpolate(x, size=(crop, crop), mode="bilinear", align_corners=False, antialias=False)
-    return normalize(x.permute(1, 0, 2, 3).unsqueeze(0))[0].permute(1, 0, 2, 3)
-
-def planning_encoder(wm):
-    "The encoder planning uses: `encoder`, else `target_encoder`; a world model without one or without an AC predictor is refused."
-    encoder = wm.encoder if wm.encoder is not None else wm.target_encoder
-    if encoder is None or wm.ac_predictor is None:
-        raise ValueError("planning needs a world model with an encoder and an ac_predictor")
-    return encoder
-
-@torch.no_grad()
-def encode_goal_frames(encoder, frames: torch.Tensor, crop: int) -> torch.Tensor:
-    "Layer-normalised tokens `[1, T*P, D]` of uint8 frames `[T, H, W, 3]`, each frame a 2-frame tubelet."
-    x = preprocess_frames(frames, crop).to(next(encoder.parameters()).device)
-    h = encoder(x.unsqueeze(2).expand(-1, -1, encoder.cfg.tubelet_size, -1, -1))
-    return F.layer_norm(h, (h.shape[-1],)).flatten(0, 1).unsqueeze(0)
-
-# %% ../nbs/18_planning.ipynb #78af5b93
-def world_model_step(predictor, reps: torch.Tensor, actions: torch.Tensor, poses: torch.Tensor):
-    "Next representation `[S, 1, P, D]` and pose `[S, 1, 7]` from reps `[S, t, P, D]`, actions and poses `[S, t, 7]`."
-    S, T, P, D = reps.shape
-    nxt = predictor(reps.flatten(1, 2), actions, poses)[:, -P:]
-    nxt = F.layer_norm(nxt, (D,)).view(S, 1, P, D)
-    pose = compute_new_pose(poses[:, -1:].double(), actions[:, -1:].double()).to(poses.dtype)
-    return nxt, pose
+__all__ = ['PRESETS', 'energy', 'action_grid', 'energy_grid', 'grid_axis', 'landscape_argmin', 'energy_figures', 'draw_actions',
+           'rollout', 'keep_freed_memory', 'Planner', 'planner_settings', 'cem_search', 'cem', 'plan_flops', 'Plan',
+           'plan_step', 'run_mpc']
 
 # %% ../nbs/18_planning.ipynb #65c4468c
+def energy(reps: torch.Tensor, goal_reps: torch.Tensor) -> torch.Tensor:
+    "Energies `[S]`: the mean L1 distance, in float32, from representations `[S, P, D]` to the goal `[1, P, D]`."
+    return (reps.flatten(1).float() - goal_reps.reshape(1, -1).float()).abs().mean(-1)
+
 def action_grid(grid_size: float = 0.075, nsamples: int = 5, device=None) -> torch.Tensor:
     "`[nsamples**3, 7]` translations on a cube, x outermost and z innermost."
     v = torch.linspace(-grid_size, grid_size, nsamples, dtype=torch.float64)
@@ -65,22 +35,18 @@ def action_grid(grid_size: float = 0.075, nsamples: int = 5, device=None) -> tor
 @torch.no_grad()
 def energy_grid(wm, frames, states, grid_size: float = 0.075, nsamples: int = 5, crop_size=None) -> torch.Tensor:
     "Energies `[nsamples**3]` of one-step translations from `frames[0]` towards `frames[1]` (uint8 `[2,H,W,3]`)."
-    encoder = planning_encoder(wm)
+    encoder = world_model_encoder(wm)
     frames = torch.as_tensor(frames)
     if frames.dim() != 4 or frames.shape[0] != 2:
         raise ValueError(f"frames must be uint8 [2, H, W, 3] (current, goal); got {tuple(frames.shape)}")
     states = torch.as_tensor(states, dtype=torch.float32).reshape(-1, 7)
     if states.shape[0] != 2 or not torch.isfinite(states).all():
         raise ValueError(f"states must be finite [2, 7] or [1, 2, 7]; got {tuple(states.shape)}")
-    crop = crop_size or encoder.cfg.img_size
-    device = next(encoder.parameters()).device
-    reps = encode_goal_frames(encoder, frames, crop)
-    P = reps.shape[1] // 2
-    grid = action_grid(grid_size, nsamples, device)
+    reps = encode_frames(encoder, frames, crop_size or encoder.cfg.img_size)           # [2, P, D]
+    grid = action_grid(grid_size, nsamples, reps.device)
     n = len(grid)
-    ctx = reps[:, :P].unsqueeze(1).expand(n, -1, -1, -1)
-    pred, _ = world_model_step(wm.ac_predictor, ctx, grid[:, None], states[:1].to(device).expand(n, 1, 7).contiguous())
-    return (pred[:, 0] - reps[:, P:]).abs().mean(dim=(1, 2))
+    pred = imagine(wm.ac_predictor, reps[:1].expand(n, -1, -1), states[:1].to(reps.device).expand(n, 7), grid[:, None], "reference")
+    return energy(pred[:, -1], reps[1:])
 
 # %% ../nbs/18_planning.ipynb #d202184e
 def grid_axis(grid_size: float = 0.075, nsamples: int = 5) -> torch.Tensor:
@@ -140,16 +106,23 @@ def draw_actions(mean: torch.Tensor, std: torch.Tensor, samples: int, maxnorm: f
         steps.append(torch.cat([a[:, :3].clamp(-maxnorm, maxnorm), a.new_zeros(samples, 3), a[:, 3:].clamp(-0.75, 0.75)], 1))
     return torch.stack(steps, 1)
 
-def _check_path(path: str):
-    if path not in ("fast", "reference"):
-        raise ValueError(f"path must be 'fast' (key/value cache) or 'reference' (recompute the sequence); got {path!r}")
-
+# %% ../nbs/18_planning.ipynb #0d291134
 def _chunk_size(predictor, samples: int, device) -> int:
     if torch.device(device).type != "cpu":
         return samples
     tokens = 2048 * 1536 // predictor.cfg.mlp_hidden              # the MLP's activations, about 12 MB in float32
     return max(1, tokens // (predictor.cfg.cond_tokens + predictor.tokens_per_frame))
 
+@torch.no_grad()
+def rollout(predictor, context_reps: torch.Tensor, context_state: torch.Tensor, actions: torch.Tensor,
+            mode: str = "fast", chunk: int | None = None) -> torch.Tensor:
+    "The representation `[S, P, D]` imagined after all `actions` `[S, H, 7]` from `[1, P, D]` and state `[1, 7]`."
+    _, P, D = context_reps.shape
+    chunk = chunk or _chunk_size(predictor, len(actions), context_reps.device)
+    return torch.cat([imagine(predictor, context_reps.expand(len(a), P, D), context_state.reshape(1, 7).expand(len(a), 7), a, mode)[:, -1]
+                      for a in actions.split(chunk)])
+
+# %% ../nbs/18_planning.ipynb #5c451d2f
 @functools.cache
 def keep_freed_memory() -> bool:
     """Let glibc keep what torch frees in its heap (up to 1 GB; blocks under 256 MB never go back to the
@@ -160,33 +133,62 @@ def keep_freed_memory() -> bool:
     M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
     return bool(libc.mallopt(M_MMAP_THRESHOLD, 256 << 20) and libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
 
-@torch.no_grad()
-def rollout(predictor, context_reps: torch.Tensor, context_state: torch.Tensor, actions: torch.Tensor,
-            path: str = "fast", chunk: int | None = None) -> torch.Tensor:
-    "The layer-normalised representation `[S, P, D]` predicted after all `actions` `[S, H, 7]` from `[1,P,D]` and `[1,7]`."
-    _check_path(path)
-    S, H, _ = actions.shape
-    _, P, D = context_reps.shape
-    if context_reps.device.type == "cpu":
-        keep_freed_memory()
-    chunk = chunk or _chunk_size(predictor, S, context_reps.device)
-    out = []
-    for a in actions.split(chunk):
-        n = len(a)
-        reps = context_reps.reshape(1, 1, P, D).expand(n, -1, -1, -1)
-        poses = context_state.reshape(1, 1, 7).float().expand(n, -1, -1)        # poses stay float32 under bf16
-        last, pose, cache = reps[:, 0], poses[:, 0], None
-        for h in range(H):
-            if path == "reference":      # the whole imagined sequence again, as the official code does
-                nxt, nxt_pose = world_model_step(predictor, reps, a[:, :h + 1], poses)
-                reps, poses, last = torch.cat([reps, nxt], 1), torch.cat([poses, nxt_pose], 1), nxt[:, 0]
-            else:                        # only the new step's tokens, attending to the cached past
-                pred, cache = predictor.step(last, a[:, h], pose, cache)
-                last = F.layer_norm(pred, (D,))
-                pose = compute_new_pose(pose[:, None].double(), a[:, h:h + 1].double())[:, 0].float()
-        out.append(last)
-    return torch.cat(out)
+# %% ../nbs/18_planning.ipynb #e8d1572c
+@dataclass(frozen=True)
+class Planner:
+    "Every setting of a CEM search; the defaults are the `fast` preset."
+    horizon: int = 1
+    samples: int = 64
+    iterations: int = 6
+    topk: int = 8
+    momentum_mean: float = 0.15
+    momentum_std: float = 0.15
+    momentum_mean_gripper: float = 0.15
+    momentum_std_gripper: float = 0.15
+    maxnorm: float = 0.05
+    mode: str = "fast"                 # the rollout mode of `imagine`
+    chunk: int | None = None           # samples per rollout call; None: chosen for the device
+    warm_start: bool = True            # start from the previous plan, shifted by one step
+    tol: float = 0.05                  # early stop, relative to the first iteration's energy spread; 0: never
 
+    def __post_init__(self):
+        for name in ("horizon", "samples", "iterations", "topk"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"Planner.{name} must be a positive int; got {v!r}")
+        if self.topk > self.samples:
+            raise ValueError(f"topk {self.topk} exceeds samples {self.samples}")
+        if self.mode not in MODES:
+            raise ValueError(f"Planner.mode must be one of {MODES}; got {self.mode!r}")
+        if not isinstance(self.warm_start, bool):
+            raise ValueError(f"Planner.warm_start must be a bool; got {self.warm_start!r}")
+        for name in ("momentum_mean", "momentum_std", "momentum_mean_gripper", "momentum_std_gripper", "maxnorm", "tol"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
+                raise ValueError(f"Planner.{name} must be a number >= 0; got {v!r}")
+
+PRESETS = {
+    "paper": Planner(samples=800, iterations=10, topk=10, warm_start=False, tol=0.0),
+    "notebook": Planner(samples=100, iterations=20, topk=10, momentum_mean=0.25, momentum_std=0.95, warm_start=False, tol=0.0),
+    "fast": Planner(),
+}
+
+def planner_settings(planner) -> Planner:
+    "A preset name, a `Planner`, or a dict of `Planner` settings on top of `fast`."
+    if isinstance(planner, Planner):
+        return planner
+    if isinstance(planner, str):
+        if planner not in PRESETS:
+            raise ValueError(f"unknown planner preset {planner!r}; presets are {list(PRESETS)}")
+        return PRESETS[planner]
+    if not isinstance(planner, dict):
+        raise ValueError(f"planner must be a preset name {list(PRESETS)}, a Planner or a dict of settings; got {type(planner).__name__}")
+    known = [f.name for f in fields(Planner)]
+    if unknown := sorted(set(planner) - set(known)):
+        raise ValueError(f"unknown planner settings {unknown}; known: {known}")
+    return replace(PRESETS["fast"], **planner)
+
+# %% ../nbs/18_planning.ipynb #a80b7aed
 def _warm_mean(previous: torch.Tensor, horizon: int) -> torch.Tensor:
     "The previous plan shifted by one step, its last step repeated, as `[horizon, 4]` (translation, gripper)."
     prev = torch.as_tensor(previous).reshape(-1, 7)[:, [0, 1, 2, 6]].float()
@@ -195,80 +197,59 @@ def _warm_mean(previous: torch.Tensor, horizon: int) -> torch.Tensor:
     return shifted[idx]
 
 @torch.no_grad()
-def cem(wm, context_reps, context_state, goal_reps, horizon: int = 1, samples: int = 100, iterations: int = 100,
-        topk: int = 10, momentum_mean: float = 0.25, momentum_std: float = 0.95, momentum_mean_gripper: float = 0.15,
-        momentum_std_gripper: float = 0.15, maxnorm: float = 0.05, *, path: str = "fast", chunk: int | None = None,
-        warm_start: torch.Tensor | None = None, tol: float = 0.0, on_iteration=None) -> torch.Tensor:
-    """The `[horizon, 7]` action plan that CEM finds from `context_reps` `[1,P,D]` and state `[1,7]` towards `goal_reps` `[1,P,D]`.
-
-    Beyond the official planner, all off by default: `warm_start` (a previous plan, shifted by one
-    step, is the initial mean), `tol` (stop once the elite energies' spread is below `tol` times the
-    spread of the first iteration's energies) and `on_iteration(i, elite_energies)` (called after each
-    iteration; a true result stops the search)."""
-    if topk > samples:
-        raise ValueError(f"topk {topk} exceeds samples {samples}")
-    _check_path(path)
-    dev = context_reps.device
-    goal = goal_reps.reshape(1, -1).float()
-    mean = torch.zeros(horizon, 4, device=dev) if warm_start is None else _warm_mean(warm_start, horizon).to(dev)
-    std = torch.cat([torch.full((horizon, 3), maxnorm, device=dev), torch.ones(horizon, 1, device=dev)], 1)
-    for i in range(iterations):
-        actions = draw_actions(mean, std, samples, maxnorm)
-        final = rollout(wm.ac_predictor, context_reps, context_state, actions, path, chunk)
-        energy = (final.flatten(1).float() - goal).abs().mean(-1)
-        best = energy.topk(topk, largest=False)
+def cem_search(predictor, context_reps, context_state, goal_reps, planner: Planner, previous: torch.Tensor | None = None,
+               on_iteration=None) -> torch.Tensor:
+    """The `[horizon, 7]` plan that CEM with settings `planner` finds from `context_reps` `[1,P,D]` and state `[1,7]`
+    towards `goal_reps` `[1,P,D]`. `previous`, a plan, is the warm start when `planner.warm_start`;
+    `on_iteration(i, elite_energies)` is called after each iteration, and a true result stops the search."""
+    p, dev = planner, context_reps.device
+    H = p.horizon
+    warm = p.warm_start and previous is not None
+    mean = _warm_mean(previous, H).to(dev) if warm else torch.zeros(H, 4, device=dev)
+    std = torch.cat([torch.full((H, 3), p.maxnorm, device=dev), torch.ones(H, 1, device=dev)], 1)
+    for i in range(p.iterations):
+        actions = draw_actions(mean, std, p.samples, p.maxnorm)
+        e = energy(rollout(predictor, context_reps, context_state, actions, p.mode, p.chunk), goal_reps)
+        best = e.topk(p.topk, largest=False)
         if i == 0:
-            scale = energy.max() - energy.min()          # how much the energy varies over the first search radius
+            scale = e.max() - e.min()            # how much the energy varies over the first search radius
         elite = actions[best.indices]                                             # [topk, horizon, 7]
         m, s = elite.mean(0), elite.std(0)
-        mean = torch.cat([m[:, :3] * (1 - momentum_mean) + mean[:, :3] * momentum_mean,
-                          m[:, -1:] * (1 - momentum_mean_gripper) + mean[:, -1:] * momentum_mean_gripper], 1)
-        std = torch.cat([s[:, :3] * (1 - momentum_std) + std[:, :3] * momentum_std,
-                         s[:, -1:] * (1 - momentum_std_gripper) + std[:, -1:] * momentum_std_gripper], 1)
+        mean = torch.cat([m[:, :3] * (1 - p.momentum_mean) + mean[:, :3] * p.momentum_mean,
+                          m[:, -1:] * (1 - p.momentum_mean_gripper) + mean[:, -1:] * p.momentum_mean_gripper], 1)
+        std = torch.cat([s[:, :3] * (1 - p.momentum_std) + std[:, :3] * p.momentum_std,
+                         s[:, -1:] * (1 - p.momentum_std_gripper) + std[:, -1:] * p.momentum_std_gripper], 1)
         stop = on_iteration is not None and on_iteration(i, best.values)
-        if stop or (tol > 0 and best.values.max() - best.values.min() <= tol * scale):
+        if stop or (p.tol > 0 and best.values.max() - best.values.min() <= p.tol * scale):
             break
     gripper = torch.where(mean[:, -1:].abs() < 0.25, torch.zeros_like(mean[:, -1:]), mean[:, -1:])
-    return torch.cat([mean[:, :3], torch.zeros(horizon, 3, device=dev), gripper], 1)
+    return torch.cat([mean[:, :3], torch.zeros(H, 3, device=dev), gripper], 1)
+
+def cem(wm, context_reps, context_state, goal_reps, horizon: int = 1, samples: int = 100, iterations: int = 100,
+        topk: int = 10, momentum_mean: float = 0.25, momentum_std: float = 0.95, momentum_mean_gripper: float = 0.15,
+        momentum_std_gripper: float = 0.15, maxnorm: float = 0.05, *, mode: str = "fast", chunk: int | None = None,
+        warm_start: torch.Tensor | None = None, tol: float = 0.0, on_iteration=None) -> torch.Tensor:
+    """The contracted planner: `cem_search` with world model `wm`'s AC predictor and these settings.
+    Beyond the official ones, all off by default: `warm_start` (a previous plan), `tol` and `on_iteration`."""
+    planner = Planner(horizon, samples, iterations, topk, momentum_mean, momentum_std, momentum_mean_gripper,
+                      momentum_std_gripper, maxnorm, mode, chunk, warm_start is not None, tol)
+    return cem_search(wm.ac_predictor, context_reps, context_state, goal_reps, planner, warm_start, on_iteration)
 
 # %% ../nbs/18_planning.ipynb #6038f860
-def plan_flops(cfg, horizon: int, samples: int, iterations: int, path: str = "fast", attention_only: bool = False) -> float:
-    "FLOPs of the AC predictor (config `cfg`) in one CEM plan along `path`; with `attention_only`, attention's share."
+def plan_flops(cfg, horizon: int, samples: int, iterations: int, mode: str = "fast", attention_only: bool = False) -> float:
+    "FLOPs of the AC predictor (config `cfg`) in one CEM plan in `mode`; with `attention_only`, attention's share."
     W, E, L, P, C = cfg.pred_embed_dim, cfg.embed_dim, cfg.pred_depth, cfg.grid ** 2, cfg.cond_tokens
     N = P + C
     per_layer_token = 0 if attention_only else 2 * W * (4 * W + (3 if cfg.activation == "swiglu" else 2) * cfg.mlp_hidden)
     per_frame = 0 if attention_only else 2 * P * E * W * 2 + 2 * W * (cfg.action_dim + cfg.state_dim + (cfg.extrinsics_dim if cfg.use_extrinsics else 0))
     total = 0.0
     for h in range(horizon):
-        frames = 1 if path == "fast" else h + 1
+        frames = 1 if mode == "fast" else h + 1
         keys = (h + 1) * N
         total += frames * (N * L * (per_layer_token + 4 * W * keys) + per_frame)
     return float(samples * iterations * total)
 
-# %% ../nbs/18_planning.ipynb #e8d1572c
-PRESETS = {
-    "paper": dict(horizon=1, samples=800, iterations=10, topk=10, momentum_mean=0.15, momentum_std=0.15,
-                  momentum_mean_gripper=0.15, momentum_std_gripper=0.15, maxnorm=0.05),
-    "notebook": dict(horizon=1, samples=100, iterations=20, topk=10, momentum_mean=0.25, momentum_std=0.95,
-                     momentum_mean_gripper=0.15, momentum_std_gripper=0.15, maxnorm=0.05),
-    "fast": dict(horizon=1, samples=64, iterations=6, topk=8, momentum_mean=0.15, momentum_std=0.15,
-                 momentum_mean_gripper=0.15, momentum_std_gripper=0.15, maxnorm=0.05, warm_start=True, tol=0.05),
-}
-_EXTRA = dict(path="fast", chunk=None, warm_start=False, tol=0.0)
-
-def planner_settings(planner) -> dict:
-    "A preset name, or a dict of `cem` settings on top of `fast`; every setting filled in."
-    if isinstance(planner, str):
-        if planner not in PRESETS:
-            raise ValueError(f"unknown planner preset {planner!r}; presets are {list(PRESETS)}")
-        return {**_EXTRA, **PRESETS[planner]}
-    if not isinstance(planner, dict):
-        raise ValueError(f"planner must be a preset name {list(PRESETS)} or a dict of settings; got {type(planner).__name__}")
-    unknown = set(planner) - set(PRESETS["paper"]) - set(_EXTRA)
-    if unknown:
-        raise ValueError(f"unknown planner settings {sorted(unknown)}; known: {sorted(set(PRESETS['paper']) | set(_EXTRA))}")
-    return {**_EXTRA, **PRESETS["fast"], **planner}
-
+# %% ../nbs/18_planning.ipynb #36230ad1
 @dataclass
 class Plan:
     "One planning call: the action to execute, the whole plan and what it cost."
@@ -285,32 +266,29 @@ def plan_step(wm, frame, state, goal_reps, planner="fast", crop=None, previous: 
               on_iteration=None) -> Plan:
     "Plan from the current uint8 frame `[H,W,3]` and state `[7]` towards `goal_reps` `[1,P,D]`."
     t = time.perf_counter()
-    settings = planner_settings(planner)
-    warm = settings.pop("warm_start")
-    encoder = planning_encoder(wm)
-    crop = crop or encoder.cfg.img_size
-    reps = encode_goal_frames(encoder, torch.as_tensor(frame)[None], crop)
+    planner = planner_settings(planner)
+    encoder = world_model_encoder(wm)
+    reps = encode_frames(encoder, torch.as_tensor(frame)[None], crop or encoder.cfg.img_size)      # [1, P, D]
     state = torch.as_tensor(state, dtype=torch.float32).reshape(1, 7).to(reps.device)
     curve = []
     def hook(i, elite):
         curve.append(elite.mean().item())
         return on_iteration is not None and on_iteration(i, elite)
-    plan = cem(wm, reps, state, goal_reps, **settings, on_iteration=hook,
-               warm_start=previous.actions if warm and previous is not None else None)
-    nxt, _ = world_model_step(wm.ac_predictor, reps[:, None], plan[None, :1], state[:, None])
-    flops = plan_flops(wm.ac_predictor.cfg, settings["horizon"], settings["samples"], len(curve), settings["path"])
-    return Plan(plan[0].cpu(), plan.cpu(), (nxt[0, 0].float() - goal_reps[0].float()).abs().mean().item(), len(curve), flops,
-                time.perf_counter() - t, curve)
+    plan = cem_search(wm.ac_predictor, reps, state, goal_reps, planner, None if previous is None else previous.actions, hook)
+    after = imagine(wm.ac_predictor, reps, state, plan[None, :1], "reference")[:, -1]
+    flops = plan_flops(wm.ac_predictor.cfg, planner.horizon, planner.samples, len(curve), planner.mode)
+    return Plan(plan[0].cpu(), plan.cpu(), energy(after, goal_reps).item(), len(curve), flops, time.perf_counter() - t, curve)
 
+# %% ../nbs/18_planning.ipynb #98795854
 def run_mpc(arm, wm, obs, goal_frames: list, planner="fast", max_steps: int = 20, energy_threshold: float = 0.0,
             crop=None, on_step=None, stop=None) -> list[dict]:
     """Receding-horizon control of `arm` from observation `obs` towards each goal frame in turn; one record per executed step.
 
     Each goal gets up to `max_steps` actions; the loop moves on to the next goal as soon as the
     predicted energy falls below `energy_threshold`, and ends early when `stop()` is true."""
-    encoder = planning_encoder(wm)
+    encoder = world_model_encoder(wm)
     crop = crop or encoder.cfg.img_size
-    goals = [encode_goal_frames(encoder, torch.as_tensor(g)[None], crop) for g in goal_frames]
+    goals = [encode_frames(encoder, torch.as_tensor(g)[None], crop) for g in goal_frames]
     stopped = (lambda *_: stop()) if stop is not None else None
     frame, state, records = obs.frame, obs.state, []
     for goal, goal_reps in enumerate(goals):

@@ -24,26 +24,15 @@ from tqdm.auto import tqdm
 from .ac_predictor import VisionTransformerPredictorAC
 from .checkpoints import WorldModel, load_checkpoint, read_pt
 from .core import ac_predictor_config, write_atomic, write_json
-from .data import prepare_batch
 from .episodes import find_episodes, read_episode
 from .pose import poses_to_diffs
+from .world_model import encode_frames, imagine, predict_next
 
 # %% auto #0
-__all__ = ['encode_frames', 'encoder_fingerprint', 'FeatureCache', 'clip_index', 'predict_frames', 'ac_losses', 'evaluate',
-           'copy_last_init_', 'split_episodes', 'ACTrainConfig', 'train_ac', 'main', 'run_train_ac']
+__all__ = ['encoder_fingerprint', 'FeatureCache', 'clip_index', 'ac_losses', 'evaluate', 'copy_last_init_', 'split_episodes',
+           'ACTrainConfig', 'train_ac', 'main', 'run_train_ac']
 
 # %% ../nbs/17_train_ac.ipynb #727de889
-@torch.no_grad()
-def encode_frames(encoder, frames: torch.Tensor, crop: int, batch_size: int = 32, device="cpu") -> torch.Tensor:
-    "Layer-normalised tokens `[N, P, D]` of uint8 frames `[N, H, W, 3]`, each encoded as a 2-frame tubelet."
-    encoder = encoder.eval().to(device)
-    out = []
-    for chunk in frames.split(batch_size):
-        x = prepare_batch(chunk.unsqueeze(1), crop, train=False, device=device)      # [B, 3, 1, crop, crop]
-        h = encoder(x.expand(-1, -1, encoder.cfg.tubelet_size, -1, -1))
-        out.append(F.layer_norm(h.float(), (h.shape[-1],)).cpu())
-    return torch.cat(out)
-
 def encoder_fingerprint(encoder) -> str:
     "A short hash of an encoder's weights and config."
     h = hashlib.sha256(json.dumps(encoder.cfg.to_dict(), sort_keys=True).encode())
@@ -64,6 +53,7 @@ class FeatureCache(Dataset):
     def __init__(self, encoder, roots, crop: int, fps: float = 4.0, cache_dir=None, device="cpu", progress: bool = True):
         self.items, self.skipped = [], []
         fp = encoder_fingerprint(encoder)
+        encoder = encoder.eval().to(device)
         cache_dir = Path(cache_dir or Path.home() / ".cache" / "vjepa2wb" / "features")
         episodes = roots if isinstance(roots, list) and roots and isinstance(roots[0], tuple) else find_episodes(roots)
         for kind, path, index in tqdm(episodes, desc="features", disable=not progress):
@@ -77,7 +67,7 @@ class FeatureCache(Dataset):
                 step = max(1, int(round(ep.fps / fps)))
                 frames, states = torch.from_numpy(ep.frames[::step]), ep.states[::step]
                 d.mkdir(parents=True, exist_ok=True)
-                np.save(d / "features.npy", encode_frames(encoder, frames, crop, device=device).numpy())
+                np.save(d / "features.npy", encode_frames(encoder, frames, crop).cpu().numpy())
                 np.save(d / "states.npy", states)
                 write_atomic(d / "done", "ok")
             self.items.append((np.load(d / "features.npy", mmap_mode="r"), np.load(d / "states.npy")))
@@ -95,24 +85,15 @@ def clip_index(cache: FeatureCache, frames: int) -> list[tuple[int, int]]:
     return [(i, s) for i, (f, _) in enumerate(cache.items) for s in range(0, len(f) - frames + 1)]
 
 # %% ../nbs/17_train_ac.ipynb #e5b6e869
-def predict_frames(predictor, z: torch.Tensor, actions: torch.Tensor, states: torch.Tensor, normalize_reps: bool = True) -> torch.Tensor:
-    "The predictor's next-frame tokens `[B, t, P, D]` for frames `z` `[B, t, P, D]` and their actions and states."
-    B, _, P, D = z.shape
-    out = predictor(z.flatten(1, 2), actions, states).view(B, -1, P, D)
-    return F.layer_norm(out, (D,)) if normalize_reps else out
-
 def ac_losses(predictor, feats: torch.Tensor, states: torch.Tensor, auto_steps: int = 2, loss_exp: float = 1.0,
               normalize_reps: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     "Teacher-forcing and rollout losses for clips `feats` `[B, T, P, D]` (normalised) and `states` `[B, T, 7]`."
-    T = feats.shape[1]
+    H = min(auto_steps, feats.shape[1] - 1)
     actions = poses_to_diffs(states.double()).float()
-    step = lambda z, a, s: predict_frames(predictor, z, a, s, normalize_reps)
     loss = lambda z, h: (z.float() - h).abs().pow(loss_exp).mean() / loss_exp
-    z_tf = step(feats[:, :-1], actions, states[:, :-1])
-    z = torch.cat([feats[:, :1], z_tf[:, :1]], 1)
-    for n in range(1, min(auto_steps, T - 1)):
-        z = torch.cat([z, step(z, actions[:, :n + 1], states[:, :n + 1])[:, -1:]], 1)
-    return loss(z_tf, feats[:, 1:]), loss(z[:, 1:], feats[:, 1:z.shape[1]])
+    z_tf = predict_next(predictor, feats[:, :-1], actions, states[:, :-1], normalize_reps)
+    z_ro = imagine(predictor, feats[:, 0], states[:, :H], actions[:, :H], "reference", normalize_reps)
+    return loss(z_tf, feats[:, 1:]), loss(z_ro, feats[:, 1:H + 1])
 
 # %% ../nbs/17_train_ac.ipynb #698d6397
 @torch.no_grad()
@@ -129,19 +110,16 @@ def evaluate(predictor, cache: FeatureCache, frames: int, auto_steps: int = 2, m
     feats, states = feats.to(device), states.to(device)
     B, T, P, D = feats.shape
     actions = poses_to_diffs(states.double()).float()
-    step = lambda z, a, s: predict_frames(predictor, z, a, s, normalize_reps)
     l1 = lambda a, b: (a.float() - b.float()).abs().mean().item()
-    z_tf = step(feats[:, :-1], actions, states[:, :-1])
+    z_tf = predict_next(predictor, feats[:, :-1], actions, states[:, :-1], normalize_reps)
     perm = torch.roll(torch.arange(B), 1)
-    z_shuf = step(feats[:, :-1], actions[perm], states[:, :-1])
+    z_shuf = predict_next(predictor, feats[:, :-1], actions[perm], states[:, :-1], normalize_reps)
     H = min(auto_steps, T - 1)
-    z = feats[:, :1]
-    for n in range(H):
-        z = torch.cat([z, step(z, actions[:, :n + 1], states[:, :n + 1])[:, -1:]], 1)
+    z_ro = imagine(predictor, feats[:, 0], states[:, :H], actions[:, :H], "fast", normalize_reps)
     return {"val_clips": B, "rollout_horizon": H,
             "val_l1_model_1step": l1(z_tf, feats[:, 1:]), "val_l1_copy_last_1step": l1(feats[:, :-1], feats[:, 1:]),
             "val_l1_shuffled_actions_1step": l1(z_shuf, feats[:, 1:]),
-            "val_l1_model_rollout": l1(z[:, H], feats[:, H]), "val_l1_copy_last_rollout": l1(feats[:, 0], feats[:, H])}
+            "val_l1_model_rollout": l1(z_ro[:, -1], feats[:, H]), "val_l1_copy_last_rollout": l1(feats[:, 0], feats[:, H])}
 
 # %% ../nbs/17_train_ac.ipynb #4d0fd2f9
 @torch.no_grad()
