@@ -122,7 +122,7 @@ class VideoClips(Dataset):
         self.items, self.frames, self.frame_step, self.size, self.seed, self.epoch = list(items), frames, frame_step, size, seed, 0
 
     def __len__(self): return len(self.items)
-    def set_epoch(self, epoch: int): self.epoch = epoch
+    def set_epoch(self, epoch: int): self.epoch = epoch          # each epoch draws fresh windows
 
     def __getitem__(self, i: int):
         path, label = self.items[i]

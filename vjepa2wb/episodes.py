@@ -197,6 +197,7 @@ class RobotClips(Dataset):
         self.frames, self.fps, self.seed, self.epoch = frames, fps, seed, 0
 
     def __len__(self): return len(self.episodes)
+    def set_epoch(self, epoch: int): self.epoch = epoch          # each epoch draws fresh windows
 
     def __getitem__(self, i: int):
         kind, path, index = self.episodes[i]

@@ -5,10 +5,6 @@
 # %% ../nbs/11_pretrain.ipynb #a0333f41
 from __future__ import annotations
 
-import json
-import math
-import os
-import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -18,20 +14,23 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .checkpoints import WorldModel, load_checkpoint, read_pt, save_checkpoint
-from .core import encoder_config, predictor_config, write_atomic, write_json
-from .data import collate_clips, prepare_batch
+from . import training
+from .checkpoints import WorldModel
+from .core import encoder_config, predictor_config, write_json
+from .data import Skipped, collate_clips, make_dataset, prepare_batch, resize_clip
 from .encoder import VisionTransformer
+from .episodes import RobotClips
 from .masks import VJEPA2_RECIPES, MaskRecipe, recipe_from_dict, sample_masks
 from .predictor import VisionTransformerPredictor
+from .training import (EpochClips, Schedule, StepSampler, apply_schedule, init_distributed, launch, launched,
+                               param_groups, save_training_checkpoint, step_seed)
 
 # %% auto #0
-__all__ = ['PretrainConfig', 'lr_at', 'wd_at', 'momentum_at', 'StepSampler', 'step_seed', 'Student', 'jepa_loss', 'ema_update',
-           'param_groups', 'save_training_checkpoint', 'latest_checkpoint', 'pretrain', 'main', 'torchrun',
-           'run_pretrain', 'EpisodeVideos', 'pretrain_dataset']
+__all__ = ['PretrainConfig', 'momentum_at', 'Student', 'jepa_loss', 'ema_update', 'pretrain', 'main', 'run_pretrain',
+           'EpisodeVideos', 'pretrain_dataset']
 
 # %% ../nbs/11_pretrain.ipynb #fb18cb3d
 @dataclass
@@ -70,8 +69,7 @@ class PretrainConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"PretrainConfig.{name} must be a positive int; got {v!r}")
-        if not (0 <= self.warmup and 0 <= self.cooldown and self.warmup + self.cooldown <= 1):
-            raise ValueError(f"warmup {self.warmup} and cooldown {self.cooldown} must be fractions that sum to at most 1")
+        Schedule.of(self)                                   # the schedule's own checks
         if not all(0 <= m <= 1 for m in self.ema):
             raise ValueError(f"ema momenta must lie in [0, 1]; got {self.ema}")
         if not self.recipes:
@@ -91,50 +89,11 @@ class PretrainConfig:
         return enc, pred
 
 # %% ../nbs/11_pretrain.ipynb #b8ec265e
-def lr_at(cfg: PretrainConfig, step: int) -> float:
-    "Warmup-constant-decay: linear `start_lr -> lr`, constant `lr`, then linear `lr -> final_lr`."
-    warm, cool = int(cfg.warmup * cfg.steps), int(cfg.cooldown * cfg.steps)
-    if step < warm:
-        return cfg.start_lr + (step + 1) / warm * (cfg.lr - cfg.start_lr)
-    if step < cfg.steps - cool:
-        return cfg.lr
-    return cfg.lr + (step - (cfg.steps - cool) + 1) / cool * (cfg.final_lr - cfg.lr)
-
-def wd_at(cfg: PretrainConfig, step: int) -> float:
-    "Cosine from `weight_decay` to `final_weight_decay` (constant when they are equal)."
-    p = step / max(1, cfg.steps)
-    return cfg.final_weight_decay + (cfg.weight_decay - cfg.final_weight_decay) * 0.5 * (1 + math.cos(math.pi * p))
-
 def momentum_at(cfg: PretrainConfig, step: int) -> float:
     "EMA momentum, linear from `ema[0]` to `ema[1]`."
     return cfg.ema[0] + step / max(1, cfg.steps) * (cfg.ema[1] - cfg.ema[0])
 
-# %% ../nbs/11_pretrain.ipynb #fa29e43a
-class StepSampler(Sampler):
-    "Yields, for steps `start..steps-1`, this process's indices of each global batch."
-    def __init__(self, n: int, batch_size: int, steps: int, start: int = 0, seed: int = 0, rank: int = 0, world: int = 1):
-        if n < 1:
-            raise ValueError("the dataset is empty")
-        self.n, self.bs, self.steps, self.start, self.seed, self.rank, self.world = n, batch_size, steps, start, seed, rank, world
-
-    def _perm(self, epoch: int) -> torch.Tensor:
-        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100003 + epoch))
-
-    def batch(self, step: int) -> list[int]:
-        glob = self.bs * self.world
-        pos = torch.arange(step * glob, (step + 1) * glob)
-        idx = torch.stack([self._perm(int(e))[int(p)] for e, p in zip(pos // self.n, pos % self.n)])
-        return idx[self.rank::self.world].tolist()
-
-    def __iter__(self):
-        return (self.batch(s) for s in range(self.start, self.steps))
-
-    def __len__(self): return self.steps - self.start
-
 # %% ../nbs/11_pretrain.ipynb #8f12ea2f
-def step_seed(seed: int, step: int, rank: int = 0) -> int:
-    return (seed * 1_000_003 + step) * 101 + rank
-
 class Student(torch.nn.Module):
     "The trained pair: the context encoder and the predictor, one forward for every recipe's masks."
     def __init__(self, encoder: VisionTransformer, predictor: VisionTransformerPredictor):
@@ -170,37 +129,7 @@ def ema_update(target: torch.nn.Module, online: torch.nn.Module, m: float):
     torch._foreach_mul_(t, m)
     torch._foreach_add_(t, o, alpha=1 - m)
 
-def param_groups(*modules) -> list[dict]:
-    "AdamW groups: weights with weight decay; biases and norm parameters without."
-    decay, no_decay = [], []
-    for m in modules:
-        for n, p in m.named_parameters():
-            if p.requires_grad:
-                (no_decay if p.ndim <= 1 or n.endswith(".bias") else decay).append(p)
-    return [{"params": decay, "wd_exclude": False}, {"params": no_decay, "wd_exclude": True, "weight_decay": 0.0}]
-
 # %% ../nbs/11_pretrain.ipynb #a5db0585
-def save_training_checkpoint(out: Path, step: int, wm: WorldModel, optim_state: dict,
-                             cfg: PretrainConfig, metrics: pd.DataFrame) -> Path:
-    "Write checkpoint `step` under `out/checkpoints/`, then point `latest.json` at it."
-    ck_dir = out / "checkpoints"
-    d, tmp = ck_dir / f"step_{step:06d}", ck_dir / f".step_{step:06d}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_checkpoint(wm, tmp)
-    torch.save({"step": step, "optimizer": optim_state, "config": asdict(cfg)}, tmp / "train_state.pt")
-    shutil.rmtree(d, ignore_errors=True)
-    os.replace(tmp, d)
-    write_atomic(out / "metrics.parquet", metrics.to_parquet(index=False))
-    write_json(ck_dir / "latest.json", {"step": step, "path": d.name})
-    for old in sorted(ck_dir.glob("step_*"))[:-cfg.keep_checkpoints]:
-        shutil.rmtree(old, ignore_errors=True)
-    return d
-
-def latest_checkpoint(out: Path) -> Path | None:
-    "The checkpoint folder `latest.json` names, if any."
-    f = Path(out) / "checkpoints" / "latest.json"
-    return Path(out) / "checkpoints" / json.loads(f.read_text())["path"] if f.exists() else None
-
 def _full_states(student, target_encoder, opt) -> tuple[dict, dict, dict]:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
     full = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -212,15 +141,6 @@ def _load_optimizer(student, opt, state: dict):
     set_optimizer_state_dict(student, opt, optim_state_dict=state, options=StateDictOptions(full_state_dict=True))
 
 # %% ../nbs/11_pretrain.ipynb #e4f7598b
-def _init_distributed(device: torch.device) -> tuple[int, int, torch.device]:
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        torch.cuda.set_device(device)
-    return rank, world, device
-
 def _shard(module):
     from torch.distributed.fsdp import fully_shard
     for sub in module.modules():
@@ -235,26 +155,16 @@ def pretrain(cfg: PretrainConfig, dataset: Dataset, out, resume: bool = False, d
     if strategy not in ("ddp", "fsdp"):
         raise ValueError(f"strategy must be 'ddp' or 'fsdp'; got {strategy!r}")
     out = Path(out)
-    rank, world, device = _init_distributed(torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")))
-    recipes = cfg.mask_recipes()
+    rank, world, device = init_distributed(torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")))
+    recipes, schedule = cfg.mask_recipes(), Schedule.of(cfg)
     enc_cfg, pred_cfg = cfg.model_configs()
     torch.manual_seed(cfg.seed)
     student = Student(VisionTransformer(enc_cfg), VisionTransformerPredictor(pred_cfg))
     student.encoder.grad_checkpointing = student.predictor.grad_checkpointing = cfg.grad_checkpointing
     target_encoder = VisionTransformer(enc_cfg)
-    start, metrics, opt_state = 0, pd.DataFrame(), None
-    ck = latest_checkpoint(out) if resume else None
-    if ck is not None:
-        wm = load_checkpoint(ck)
-        student.encoder.load_state_dict(wm.encoder.state_dict()); student.predictor.load_state_dict(wm.predictor.state_dict())
-        target_encoder.load_state_dict(wm.target_encoder.state_dict())
-        state = read_pt(ck / "train_state.pt")
-        start, opt_state = state["step"], state["optimizer"]
-        if (out / "metrics.parquet").exists():
-            metrics = pd.read_parquet(out / "metrics.parquet")
-            metrics = metrics[metrics.step < start].reset_index(drop=True)
-    else:
-        target_encoder.load_state_dict(student.encoder.state_dict())
+    target_encoder.load_state_dict(student.encoder.state_dict())
+    start, opt_state, metrics = (training.resume(out, {"encoder": student.encoder, "predictor": student.predictor, "target_encoder": target_encoder})
+                                 if resume else (0, None, pd.DataFrame()))
     student.to(device); target_encoder.requires_grad_(False).to(device)
     if world > 1 and strategy == "fsdp":
         model = _shard(student); _shard(target_encoder)
@@ -270,16 +180,14 @@ def pretrain(cfg: PretrainConfig, dataset: Dataset, out, resume: bool = False, d
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "config.json", asdict(cfg))
-    sampler = StepSampler(len(dataset), cfg.batch_size * cfg.accum_steps, cfg.steps, start, cfg.seed, rank, world)
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers, collate_fn=collate_clips)
+    sampler = StepSampler(len(dataset), cfg.batch_size * cfg.accum_steps, cfg.steps, start, cfg.seed, rank, world, epochs=True)
+    loader = DataLoader(EpochClips(dataset), batch_sampler=sampler, num_workers=cfg.workers, collate_fn=collate_clips)
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     params = [p for grp in opt.param_groups for p in grp["params"]]
     rows, t_last = [], time.perf_counter()
     bar = tqdm(total=cfg.steps, initial=start, desc="pretrain", disable=not progress or rank != 0, dynamic_ncols=True)
     for step, batch in zip(range(start, cfg.steps), loader):
-        lr, wd, m = lr_at(cfg, step), wd_at(cfg, step), momentum_at(cfg, step)
-        for group in opt.param_groups:
-            group["lr"], group["weight_decay"] = lr, 0.0 if group["wd_exclude"] else wd
+        (lr, wd), m = apply_schedule(opt, schedule, step), momentum_at(cfg, step)
         info, loss_sum, grad_norm = {}, 0.0, float("nan")
         if batch["video"] is not None:
             g = torch.Generator().manual_seed(step_seed(cfg.seed, step, rank))
@@ -313,7 +221,7 @@ def pretrain(cfg: PretrainConfig, dataset: Dataset, out, resume: bool = False, d
                 pred.load_state_dict({k[10:]: v for k, v in student_sd.items() if k.startswith("predictor.")})
                 tgt.load_state_dict(target_sd)
                 save_training_checkpoint(out, step + 1, WorldModel(encoder=enc, target_encoder=tgt, predictor=pred),
-                                         optim_sd, cfg, metrics)
+                                         optim_sd, asdict(cfg), metrics, cfg.keep_checkpoints)
     bar.close()
     if rows:
         metrics = pd.concat([metrics, pd.DataFrame(rows)], ignore_index=True)
@@ -322,59 +230,38 @@ def pretrain(cfg: PretrainConfig, dataset: Dataset, out, resume: bool = False, d
     return metrics
 
 # %% ../nbs/11_pretrain.ipynb #bc85b541
-def main(argv: list[str]):
-    "torchrun entry point: `python -m vjepa2wb.pretrain out/launch.json`."
-    spec = json.loads(Path(argv[0]).read_text())
+def _pretrain_spec(spec: dict):
     cfg = PretrainConfig(**spec["config"])
     data = pretrain_dataset(spec["data"], frames=cfg.frames, size=spec["load_size"], n=spec["n"], seed=cfg.seed)
-    try:
-        pretrain(cfg, data, spec["out"], resume=spec["resume"], strategy=spec["strategy"], device=spec["device"])
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    pretrain(cfg, data, spec["out"], resume=spec["resume"], strategy=spec["strategy"], device=spec["device"])
 
-def torchrun(module: str, launch: Path, nproc: int):
-    "Run `python -m module launch` under torchrun with `nproc` processes, streaming its output; raise on failure."
-    import subprocess
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", module, str(launch)]
-    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc))))
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    tail = b""
-    while chunk := proc.stdout.read1(4096):
-        sys.stdout.write(chunk.decode(errors="replace")); sys.stdout.flush()
-        tail = (tail + chunk)[-4000:]
-    if proc.wait():
-        raise RuntimeError(f"torchrun with {nproc} processes failed (exit {proc.returncode}):\n{tail.decode(errors='replace')}")
+def main(argv: list[str]):
+    "torchrun entry point: `python -m vjepa2wb.pretrain out/launch.json`."
+    launched(argv, _pretrain_spec)
 
 def run_pretrain(cfg: PretrainConfig, data: str, out, resume: bool = False, nproc: int = 1, strategy: str = "ddp",
                  device: str | None = None, n: int = 512, load_size: int | None = None) -> pd.DataFrame:
     "Pretrain on the dataset named by `data`, in this process or under torchrun with `nproc` processes."
-    out = Path(out)
-    load_size = load_size or cfg.crop
+    spec = dict(config=asdict(cfg), data=data, out=str(out), resume=resume, strategy=strategy, device=device, n=n,
+                load_size=load_size or cfg.crop)
     if nproc == 1:
-        return pretrain(cfg, pretrain_dataset(data, frames=cfg.frames, size=load_size, n=n, seed=cfg.seed), out,
-                        resume=resume, strategy=strategy, device=device)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "launch.json", dict(config=asdict(cfg), data=data, out=str(out), resume=resume, strategy=strategy,
-                                         device=device, n=n, load_size=load_size))
-    torchrun("vjepa2wb.pretrain", out / "launch.json", nproc)
-    return pd.read_parquet(out / "metrics.parquet")
+        data = pretrain_dataset(data, cfg.frames, spec["load_size"], n, cfg.seed)
+        return pretrain(cfg, data, out, resume=resume, strategy=strategy, device=device)
+    return launch("vjepa2wb.pretrain", spec, out, nproc)
 
 # %% ../nbs/11_pretrain.ipynb #31ee362e
 class EpisodeVideos(Dataset):
-    "Video clips `(uint8 [T, size, size, 3], 0)` cut from recorded robot episodes."
+    "Video clips `(uint8 [T, size, size, 3], 0)` cut from recorded robot episodes; each epoch draws fresh windows."
     def __init__(self, roots, frames: int, size: int, fps: float = 4.0, seed: int = 0):
-        from vjepa2wb.episodes import RobotClips
         self.clips, self.size = RobotClips(roots, frames=frames, fps=fps, seed=seed), size
     def __len__(self): return len(self.clips)
+    def set_epoch(self, epoch: int): self.clips.set_epoch(epoch)
     def __getitem__(self, i):
-        from vjepa2wb.data import Skipped, resize_clip
         s = self.clips[i]
         return s if isinstance(s, Skipped) else (resize_clip(s["video"], self.size), 0)
 
 def pretrain_dataset(data: str, frames: int, size: int, n: int = 512, seed: int = 0) -> Dataset:
     "`make_dataset`, plus recorded robot episodes (DROID folders, LeRobot datasets)."
-    from vjepa2wb.data import make_dataset
     p = Path(data)
     if p.is_dir() and ((p / "meta" / "info.json").exists() or any(p.rglob("trajectory.h5"))):
         return EpisodeVideos(p, frames, size, seed=seed)

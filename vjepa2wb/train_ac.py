@@ -17,15 +17,17 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from . import training
 from .ac_predictor import VisionTransformerPredictorAC
-from .checkpoints import WorldModel, load_checkpoint, read_pt
+from .checkpoints import WorldModel, load_checkpoint, save_checkpoint
 from .core import ac_predictor_config, write_atomic, write_json
 from .episodes import find_episodes, read_episode
 from .pose import poses_to_diffs
+from .training import (Schedule, StepSampler, apply_schedule, init_distributed, launch, launched, param_groups,
+                               save_training_checkpoint)
 from .world_model import encode_frames, imagine, predict_next
 
 # %% auto #0
@@ -194,14 +196,8 @@ class ACTrainConfig:
                                                        "max_num_frames": max(2, self.frames) * encoder_cfg.tubelet_size,
                                                        "roll_center": math.pi, "residual": True, **self.predictor})
 
-def _ac_schedule(cfg: ACTrainConfig):
-    from vjepa2wb.pretrain import PretrainConfig
-    return PretrainConfig(steps=cfg.steps, lr=cfg.lr, start_lr=cfg.start_lr, final_lr=cfg.final_lr, warmup=cfg.warmup,
-                          cooldown=cfg.cooldown, weight_decay=cfg.weight_decay, final_weight_decay=cfg.final_weight_decay)
-
 def _ac_param_groups(predictor, action_scale: float) -> list[dict]:
     "`param_groups`, with the action encoder's weight in a group of its own: `action_scale` times the rate, no decay."
-    from vjepa2wb.pretrain import param_groups
     w = predictor.action_encoder.weight
     groups = param_groups(predictor)
     if action_scale == 1:                  # the plain groups: runs saved before action_scale existed resume as they were
@@ -212,10 +208,9 @@ def _ac_param_groups(predictor, action_scale: float) -> list[dict]:
 def train_ac(cfg: ACTrainConfig, encoder, cache: FeatureCache, out, resume: bool = False, device: str | None = None,
              progress: bool = True, val_cache: FeatureCache | None = None) -> pd.DataFrame:
     "Train an AC predictor on cached features; write checkpoints (with the encoder) and metrics under `out`."
-    from vjepa2wb.pretrain import StepSampler, _init_distributed, latest_checkpoint, lr_at, save_training_checkpoint, wd_at
     out = Path(out)
-    rank, world, device = _init_distributed(torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")))
-    sched = _ac_schedule(cfg)
+    rank, world, device = init_distributed(torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")))
+    schedule = Schedule.of(cfg)
     torch.manual_seed(cfg.seed)
     pcfg = cfg.predictor_config(encoder.cfg)
     predictor = VisionTransformerPredictorAC(pcfg)
@@ -223,16 +218,7 @@ def train_ac(cfg: ACTrainConfig, encoder, cache: FeatureCache, out, resume: bool
         copy_last_init_(predictor)
     with torch.no_grad():
         predictor.action_encoder.weight.mul_(cfg.action_scale)
-    start, metrics = 0, pd.DataFrame()
-    ck = latest_checkpoint(out) if resume else None
-    opt_state = None
-    if ck is not None:
-        predictor.load_state_dict(load_checkpoint(ck).ac_predictor.state_dict())
-        state = read_pt(ck / "train_state.pt")
-        start, opt_state = state["step"], state["optimizer"]
-        if (out / "metrics.parquet").exists():
-            metrics = pd.read_parquet(out / "metrics.parquet")
-            metrics = metrics[metrics.step < start].reset_index(drop=True)
+    start, opt_state, metrics = training.resume(out, {"ac_predictor": predictor}) if resume else (0, None, pd.DataFrame())
     for blk in predictor.predictor_blocks[:cfg.freeze_blocks]:
         blk.requires_grad_(False)
     predictor.extrinsics_encoder.requires_grad_(pcfg.use_extrinsics)    # unused otherwise: DDP must not wait for it
@@ -259,9 +245,7 @@ def train_ac(cfg: ACTrainConfig, encoder, cache: FeatureCache, out, resume: bool
     rows, t_last = [], time.perf_counter()
     bar = tqdm(total=cfg.steps, initial=start, desc="train_ac", disable=not progress or rank != 0, dynamic_ncols=True)
     for step, batch in zip(range(start, cfg.steps), sampler):
-        lr, wd = lr_at(sched, step), wd_at(sched, step)
-        for g in opt.param_groups:
-            g["lr"], g["weight_decay"] = lr * g.get("lr_scale", 1.0), 0.0 if g["wd_exclude"] else wd
+        lr, _ = apply_schedule(opt, schedule, step)
         feats, states = map(torch.stack, zip(*[cache.clip(*clips[j], cfg.frames) for j in batch]))
         with amp:
             tf, ro = ac_losses(model, feats.to(device), states.to(device), cfg.auto_steps, cfg.loss_exp, cfg.normalize_reps)
@@ -280,9 +264,8 @@ def train_ac(cfg: ACTrainConfig, encoder, cache: FeatureCache, out, resume: bool
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
             metrics = pd.concat([metrics, pd.DataFrame(rows)], ignore_index=True); rows = []
             if rank == 0:
-                snap = VisionTransformerPredictorAC(pcfg); snap.load_state_dict(predictor.state_dict())
-                save_training_checkpoint(out, step + 1, WorldModel(encoder=encoder, target_encoder=encoder, ac_predictor=snap),
-                                         opt.state_dict(), cfg, metrics)
+                save_training_checkpoint(out, step + 1, WorldModel(encoder=encoder, target_encoder=encoder, ac_predictor=predictor),
+                                         opt.state_dict(), asdict(cfg), metrics, cfg.keep_checkpoints)
     bar.close()
     if world > 1:
         dist.barrier()
@@ -291,33 +274,27 @@ def train_ac(cfg: ACTrainConfig, encoder, cache: FeatureCache, out, resume: bool
     return pd.concat([metrics, pd.DataFrame(rows)], ignore_index=True) if rows else metrics
 
 # %% ../nbs/17_train_ac.ipynb #1626657e
-def main(argv: list[str]):
-    "torchrun entry point: `python -m vjepa2wb.train_ac out/launch.json`."
-    spec = json.loads(Path(argv[0]).read_text())
+def _train_ac_spec(spec: dict):
     encoder = load_checkpoint(spec["encoder"]).encoder
     cache = FeatureCache(encoder, [tuple(e) for e in spec["episodes"]], spec["config"]["crop"], fps=spec["config"]["fps"],
                          cache_dir=spec["cache_dir"], progress=False)
-    try:
-        train_ac(ACTrainConfig(**spec["config"]), encoder, cache, spec["out"], resume=spec["resume"], device=spec["device"])
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    train_ac(ACTrainConfig(**spec["config"]), encoder, cache, spec["out"], resume=spec["resume"], device=spec["device"])
+
+def main(argv: list[str]):
+    "torchrun entry point: `python -m vjepa2wb.train_ac out/launch.json`."
+    launched(argv, _train_ac_spec)
 
 def run_train_ac(cfg: ACTrainConfig, encoder, episodes: list, out, nproc: int = 1, resume: bool = False, device: str | None = None,
                  cache_dir=None, progress: bool = True) -> pd.DataFrame:
     "Cache the features of `episodes` (`find_episodes` entries), then train here or under torchrun with `nproc` processes."
-    from vjepa2wb.checkpoints import save_checkpoint
-    from vjepa2wb.pretrain import torchrun
     out = Path(out)
     cache = FeatureCache(encoder, episodes, cfg.crop, fps=cfg.fps, cache_dir=cache_dir, device=device or "cpu", progress=progress)
     if nproc == 1:
         return train_ac(cfg, encoder, cache, out, resume=resume, device=device, progress=progress)
-    out.mkdir(parents=True, exist_ok=True)
     enc_path = save_checkpoint(WorldModel(encoder=encoder), out / "encoder")
-    write_json(out / "launch.json", dict(config=asdict(cfg), encoder=str(enc_path), episodes=[list(e) for e in episodes],
-                                         cache_dir=str(cache_dir) if cache_dir else None, out=str(out), resume=resume, device=device))
-    torchrun("vjepa2wb.train_ac", out / "launch.json", nproc)
-    return pd.read_parquet(out / "metrics.parquet")
+    return launch("vjepa2wb.train_ac", dict(config=asdict(cfg), encoder=str(enc_path), episodes=[list(e) for e in episodes],
+                                            cache_dir=str(cache_dir) if cache_dir else None, out=str(out), resume=resume,
+                                            device=device), out, nproc)
 
 # %% ../nbs/17_train_ac.ipynb #62d844f2
 if __name__ == "__main__" and Path(sys.argv[0]).name == "train_ac.py":
