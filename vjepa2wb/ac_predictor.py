@@ -51,7 +51,7 @@ class VisionTransformerPredictorAC(nn.Module):
         self.predictor_norm = nn.LayerNorm(W, eps=cfg.norm_eps)
         self.predictor_proj = nn.Linear(W, cfg.embed_dim)
         self.grad_checkpointing = False
-        init_weights_(self, self.predictor_blocks)
+        init_weights_(self, self.predictor_blocks, cfg.init_std)
 
     @property
     def tokens_per_frame(self): return self.cfg.grid ** 2

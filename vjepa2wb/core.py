@@ -53,6 +53,8 @@ class _BaseConfig:
         self._check()
 
     _may_be_zero = ()
+    _fixed = {}                        # official options with one supported value: accepted when they hold it, then dropped
+    _no_effect = ()                    # official options that change nothing here (initialisation of unused tables)
     def _check(self): pass
     def derived(self) -> dict: return {}
     def to_dict(self) -> dict: return asdict(self)
@@ -61,9 +63,12 @@ def _check_heads(name, dim, heads):
     if dim % heads:
         raise ConfigError(f"{name}: width {dim} is not divisible by {heads} heads")
 
-def _check_rope(name, use_rope):
-    if not use_rope:
-        raise ConfigError(f"{name}: V-JEPA 2 models use RoPE; use_rope=False (sin-cos tables) is not supported")
+def _drop_fixed(cls, d: dict) -> dict:
+    "`d` without the official options `cls` fixes or ignores; a fixed one must hold its supported value."
+    for k, v in d.items():
+        if k in cls._fixed and not _same(v, cls._fixed[k]):
+            raise ConfigError(f"{cls.__name__}: {k}={v!r} is not supported; V-JEPA 2 uses {k}={cls._fixed[k]!r}")
+    return {k: v for k, v in d.items() if k not in cls._fixed and k not in cls._no_effect}
 
 # %% ../nbs/00_core.ipynb #7c2be9bc
 @dataclass
@@ -83,14 +88,13 @@ class EncoderConfig(_BaseConfig):
     qkv_bias: bool = True
     norm_eps: float = 1e-6
     final_norm: bool = True
-    use_rope: bool = True
     rope_base: float = 10000.0
-    uniform_power: bool = False         # initialisation-only in the official code
-    init_std: float = 0.02
+    init_std: float = 0.02              # the std of the truncated-normal initialisation
+    _fixed = {"use_rope": True}
+    _no_effect = ("uniform_power",)     # it shapes the official sin-cos tables, which RoPE models do not use
 
     def _check(self):
         _check_heads("encoder", self.embed_dim, self.num_heads)
-        _check_rope("encoder", self.use_rope)
         if self.num_frames % self.tubelet_size:
             raise ConfigError(f"encoder: num_frames {self.num_frames} is not a multiple of tubelet_size {self.tubelet_size}")
 
@@ -124,15 +128,14 @@ class PredictorConfig(_BaseConfig):
     patch_size: int = 16
     num_frames: int = 16
     tubelet_size: int = 2
-    use_rope: bool = True
     rope_base: float = 10000.0
-    uniform_power: bool = False
     init_std: float = 0.02
     _may_be_zero = ("default_mask_index",)
+    _fixed = {"use_rope": True}
+    _no_effect = ("uniform_power",)
 
     def _check(self):
         _check_heads("predictor", self.pred_embed_dim, self.pred_num_heads)
-        _check_rope("predictor", self.use_rope)
 
     @property
     def mlp_hidden(self): return self.pred_mlp_hidden_dim or mlp_width(self.pred_embed_dim, self.pred_mlp_ratio, self.activation, self.swiglu_wide)
@@ -165,15 +168,15 @@ class ACPredictorConfig(_BaseConfig):
     norm_eps: float = 1e-6
     img_size: int = 256
     patch_size: int = 16
-    use_rope: bool = True
     rope_base: float = 10000.0
     init_std: float = 0.02
     roll_center: float | None = None   # set: the state's roll is wrapped into [c - pi, c + pi) (see ac_predictor)
     residual: bool = False             # True: predict the change, added to the input frame (see ac_predictor)
 
+    _fixed = {"use_rope": True}
+
     def _check(self):
         _check_heads("ac_predictor", self.pred_embed_dim, self.pred_num_heads)
-        _check_rope("ac_predictor", self.use_rope)
         if self.roll_center is not None and (isinstance(self.roll_center, bool) or not isinstance(self.roll_center, (int, float))
                                              or not math.isfinite(self.roll_center)):
             raise ConfigError(f"ACPredictorConfig.roll_center must be a finite number or None; got {self.roll_center!r}")
@@ -204,18 +207,13 @@ class ProbeConfig(_BaseConfig):
     num_queries: int = 1
     num_classes: int = 174
     mlp_ratio: float = 4.0
-    activation: str = "gelu"
     qkv_bias: bool = True
     norm_eps: float = 1e-5
-    complete_block: bool = True
-    init_std: float = 0.02
+    _fixed = {"complete_block": True, "activation": "gelu"}   # the official probe: GELU, attention + MLP in the last block
+    _no_effect = ("init_std",)                                # probes here start from PyTorch's initialisation
 
     def _check(self):
         _check_heads("probe", self.embed_dim, self.num_heads)
-        if not self.complete_block:
-            raise ConfigError("probe: only the complete cross-attention block (attention + MLP) is supported")
-        if self.activation != "gelu":
-            raise ConfigError("probe: the official probe uses GELU")
 
     @property
     def mlp_hidden(self): return int(self.embed_dim * self.mlp_ratio)
@@ -231,10 +229,10 @@ def _same(a, b) -> bool:
 
 def resolve_config(cls, given: dict | None = None, inferred: dict | None = None, base: dict | None = None):
     "Build `cls` from `base` < `inferred` (from weights) < `given` (from the caller), checking consistency."
-    given, inferred = dict(given or {}), dict(inferred or {})
+    given, inferred, base = (_drop_fixed(cls, dict(d or {})) for d in (given, inferred, base))
     names = {f.name for f in fields(cls)}
     derived_names = set(cls().derived())
-    kw, derived_given = {**(base or {}), **inferred}, {}
+    kw, derived_given = {**base, **inferred}, {}
     for k, v in given.items():
         if k in names:
             if k in inferred and not _same(inferred[k], v):

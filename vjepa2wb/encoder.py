@@ -63,7 +63,7 @@ class VisionTransformer(nn.Module):
                                   cfg.qkv_bias, cfg.norm_eps)
         self.norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.norm_eps) if cfg.final_norm else nn.Identity()
         self.grad_checkpointing = False
-        init_weights_(self, self.blocks)
+        init_weights_(self, self.blocks, cfg.init_std)
 
     @property
     def embed_dim(self): return self.cfg.embed_dim

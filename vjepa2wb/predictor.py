@@ -29,7 +29,7 @@ class VisionTransformerPredictor(nn.Module):
         self.predictor_norm = nn.LayerNorm(cfg.pred_embed_dim, eps=cfg.norm_eps)
         self.predictor_proj = nn.Linear(cfg.pred_embed_dim, cfg.embed_dim)
         self.grad_checkpointing = False
-        init_weights_(self, self.predictor_blocks)
+        init_weights_(self, self.predictor_blocks, cfg.init_std)
 
     def forward(self, ctx: torch.Tensor, masks_ctx: torch.Tensor, masks_tgt: torch.Tensor,
                 mask_index: int | None = None) -> torch.Tensor:
