@@ -75,8 +75,8 @@ def test_pipeline_end_to_end_tiny(tmp_path):
     """make run's pipeline on tiny settings: every stage runs, the report and the summary are written."""
     params = tmp_path / "tiny.yaml"
     params.write_text("collect_sim: {episodes: 4, size: 64}\n"
-                      "pretrain: {encoder_depth: 2, pred_depth: 1, frames: 4, steps: 4, batch_size: 4, checkpoint_every: 4, probe: false}\n"
-                      "train_ac: {frames: 4, pred_depth: 1, steps: 6, batch_size: 4, checkpoint_every: 6}\n"
+                      "pretrain: {encoder: {depth: 2}, predictor: {pred_depth: 1}, frames: 4, steps: 4, batch_size: 4, checkpoint_every: 4, probe: false}\n"
+                      "train_ac: {frames: 4, predictor: {pred_depth: 1}, steps: 6, batch_size: 4, checkpoint_every: 6}\n"
                       "eval_energy: {episodes: 1, pairs: 3}\n"
                       "robot_session: {episodes: 1, max_steps: 2, planner: {samples: 8, iterations: 1, topk: 2}, compare: []}\n")
     out = tmp_path / "run"

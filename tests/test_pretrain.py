@@ -70,8 +70,8 @@ def test_torchrun_two_processes_on_cpu(tmp_path, strategy):
 def test_pretrain_job_notebook(tmp_path):
     out = tmp_path / "run"
     pm.execute_notebook(ROOT / "nbs" / "pretrain.ipynb", tmp_path / "out.ipynb", cwd=ROOT / "nbs", kernel_name="python3",
-                        parameters=dict(steps=4, checkpoint_every=2, n_clips=16, patch_size=8, output_dir=str(out), data="synthetic@0.3",
-                                        masks=[dict(num_blocks=2, spatial_scale=[0.15, 0.15])]),
+                        parameters=dict(steps=4, checkpoint_every=2, n_clips=16, encoder={"depth": 2, "patch_size": 8}, output_dir=str(out), data="synthetic@0.3",
+                                        recipes=[dict(num_blocks=2, spatial_scale=[0.15, 0.15])]),
                         progress_bar=False, execution_timeout=900)
     summary = json.loads((out / "summary.json").read_text())
     for key in ("probe_acc_pretrained", "probe_acc_random", "probe_acc_motion_pretrained", "probe_acc_appearance_random",

@@ -84,3 +84,23 @@ def test_pipeline_params_files_name_real_parameters():
         for stage, kw in yaml.safe_load(f.read_text()).items():
             known = pm.inspect_notebook(str(ROOT / "nbs" / f"{stage}.ipynb"))
             assert isinstance(kw, dict) and not set(kw) - set(known), f"{f.name}: {stage} has no parameters {set(kw) - set(known)}"
+
+
+def test_job_parameters_are_their_config_fields():
+    """A training job's parameters are its config's fields, with the same names and defaults, and `config_from` builds it."""
+    import ast
+    import dataclasses
+    import papermill as pm
+    from vjepa2wb.pretrain import PretrainConfig
+    from vjepa2wb.train_ac import ACTrainConfig
+
+    plain = lambda v: list(v) if isinstance(v, tuple) else v
+    for notebook, cls in (("pretrain.ipynb", PretrainConfig), ("train_ac.ipynb", ACTrainConfig)):
+        params = pm.inspect_notebook(str(ROOT / "nbs" / notebook))
+        for f in dataclasses.fields(cls):
+            assert f.name in params, f"{notebook} has no parameter {f.name}, a field of {cls.__name__}"
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            given = ast.literal_eval(params[f.name]["default"])
+            assert plain(given) == plain(default), f"{notebook}: {f.name} defaults to {given!r}, {cls.__name__} to {default!r}"
+        built = cls(**{name: ast.literal_eval(p["default"]) for name, p in params.items() if name in {f.name for f in dataclasses.fields(cls)}})
+        assert built == cls(), f"{notebook}'s defaults do not build {cls.__name__}()"

@@ -14,8 +14,8 @@ from pathlib import Path
 __all__ = ['ENCODER_SIZES', 'PREDICTOR_SIZES', 'AC_PREDICTOR_SIZES', 'RELEASED_PREDICTOR', 'RELEASED_AC_PREDICTOR', 'ConfigError',
            'CheckpointError', 'rope_dims_per_axis', 'mlp_width', 'EncoderConfig', 'PredictorConfig',
            'ACPredictorConfig', 'ProbeConfig', 'resolve_config', 'encoder_config', 'predictor_config',
-           'ac_predictor_config', 'fixtures_dir', 'check_param', 'project_root', 'run_dir', 'write_atomic',
-           'write_json']
+           'ac_predictor_config', 'fixtures_dir', 'check_param', 'config_from', 'project_root', 'run_dir',
+           'write_atomic', 'write_json']
 
 # %% ../nbs/00_core.ipynb #52b560d4
 class ConfigError(ValueError):
@@ -325,6 +325,10 @@ def check_param(name: str, value, kind, ok=None, hint: str = ""):
     if ok is not None and not ok(value):
         raise ValueError(f"parameter {name}={value!r} is invalid: {hint}")
     return value
+
+def config_from(cls, params: dict):
+    "The job config `cls` from a job's parameters: each field from the parameter of its name (nanoGPT's config from globals)."
+    return cls(**{f.name: params[f.name] for f in fields(cls)})
 
 def project_root() -> Path:
     "The checkout holding settings.ini, searched upwards from the working directory."

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from . import training
 from .checkpoints import WorldModel
-from .core import encoder_config, predictor_config, write_json
+from .core import ENCODER_SIZES, check_param, encoder_config, predictor_config, write_json
 from .data import Skipped, collate_clips, make_dataset, prepare_batch, resize_clip
 from .encoder import VisionTransformer
 from .episodes import RobotClips
@@ -36,44 +36,50 @@ __all__ = ['PretrainConfig', 'momentum_at', 'Student', 'jepa_loss', 'ema_update'
 @dataclass
 class PretrainConfig:
     model_size: str = "tiny"
-    encoder: dict = field(default_factory=dict)      # any EncoderConfig field, e.g. {"depth": 4}
-    predictor: dict = field(default_factory=dict)    # any PredictorConfig field
-    frames: int = 16
-    crop: int = 224
-    recipes: list = field(default_factory=lambda: [asdict(r) for r in VJEPA2_RECIPES])
-    steps: int = 1000
-    batch_size: int = 8            # per process
+    encoder: dict = field(default_factory=lambda: {"depth": 2})         # any EncoderConfig field, e.g. {"depth": 4}
+    predictor: dict = field(default_factory=lambda: {"pred_depth": 1})  # any PredictorConfig field
+    frames: int = 4
+    crop: int = 64
+    recipes: list | None = None    # mask recipes, dicts of MaskRecipe fields; None: V-JEPA 2's two
+    steps: int = 20
+    batch_size: int = 4            # per process
     accum_steps: int = 1
-    lr: float = 5.25e-4
-    start_lr: float = 1e-4
+    lr: float = 1e-3
+    start_lr: float = 2e-4
     final_lr: float = 1e-6
     warmup: float = 0.1            # fraction of the steps spent warming up
     cooldown: float = 0.1          # fraction of the steps spent decaying, at the end
     weight_decay: float = 0.04
     final_weight_decay: float = 0.04
-    ema: tuple = (0.99925, 0.99925)
+    ema: tuple = (0.99, 0.999)     # the target encoder's momentum, first and last step
     loss_exp: float = 1.0
     clip_grad: float | None = 10.0
     crop_scale: tuple = (0.3, 1.0)
     crop_ratio: tuple = (0.75, 1.35)
-    checkpoint_every: int = 100
+    checkpoint_every: int = 10
     keep_checkpoints: int = 2
     workers: int = 0
     grad_checkpointing: bool = False
     seed: int = 0
 
     def __post_init__(self):
-        self.recipes = [asdict(r) if isinstance(r, MaskRecipe) else dict(r) for r in self.recipes]
-        self.ema, self.crop_scale, self.crop_ratio = tuple(self.ema), tuple(self.crop_scale), tuple(self.crop_ratio)
+        check_param("model_size", self.model_size, str, lambda v: v in ENCODER_SIZES, f"choose one of {list(ENCODER_SIZES)}")
+        check_param("encoder", self.encoder, dict); check_param("predictor", self.predictor, dict)
+        check_param("recipes", self.recipes, (list, type(None)), lambda v: v is None or (v and all(isinstance(r, (dict, MaskRecipe)) for r in v)),
+                    "a non-empty list of mask recipes (dicts of MaskRecipe fields) or None")
+        self.recipes = [asdict(r) if isinstance(r, MaskRecipe) else dict(r) for r in (self.recipes or VJEPA2_RECIPES)]
         for name in ("frames", "crop", "steps", "batch_size", "accum_steps", "checkpoint_every", "keep_checkpoints"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"PretrainConfig.{name} must be a positive int; got {v!r}")
+            check_param(name, getattr(self, name), int, lambda v: v >= 1, "must be a positive int")
+        check_param("workers", self.workers, int, lambda v: v >= 0, "0 or more")
+        for name in ("lr", "start_lr", "final_lr", "weight_decay", "final_weight_decay", "loss_exp", "warmup", "cooldown"):
+            check_param(name, getattr(self, name), (int, float), lambda v: v >= 0 and (v > 0 or name not in ("lr", "loss_exp")), "must be positive")
+        check_param("clip_grad", self.clip_grad, (int, float, type(None)), lambda v: v is None or v > 0, "None or positive")
+        for name, ok in (("ema", lambda v: all(0 <= m <= 1 for m in v)), ("crop_scale", lambda v: 0 < v[0] <= v[1] <= 1),
+                         ("crop_ratio", lambda v: 0 < v[0] <= v[1])):
+            check_param(name, getattr(self, name), (list, tuple), lambda v: len(v) == 2 and ok(v), "two numbers in order (ema: momenta in [0, 1])")
+            setattr(self, name, tuple(getattr(self, name)))
+        check_param("grad_checkpointing", self.grad_checkpointing, bool); check_param("seed", self.seed, int)
         Schedule.of(self)                                   # the schedule's own checks
-        if not all(0 <= m <= 1 for m in self.ema):
-            raise ValueError(f"ema momenta must lie in [0, 1]; got {self.ema}")
-        if not self.recipes:
-            raise ValueError("at least one mask recipe is needed")
 
     def mask_recipes(self) -> list[MaskRecipe]:
         return [recipe_from_dict(r) for r in self.recipes]

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from . import training
 from .ac_predictor import VisionTransformerPredictorAC
 from .checkpoints import WorldModel, load_checkpoint, save_checkpoint
-from .core import ac_predictor_config, write_atomic, write_json
+from .core import ENCODER_SIZES, ac_predictor_config, check_param, write_atomic, write_json
 from .episodes import find_episodes, read_episode
 from .pose import poses_to_diffs
 from .training import (Schedule, StepSampler, apply_schedule, init_distributed, launch, launched, param_groups,
@@ -153,14 +153,14 @@ def split_episodes(roots, val_fraction: float = 0.2, seed: int = 0) -> tuple[lis
 @dataclass
 class ACTrainConfig:
     model_size: str = "tiny"
-    predictor: dict = field(default_factory=dict)    # any ACPredictorConfig field
+    predictor: dict = field(default_factory=lambda: {"pred_depth": 4})    # any ACPredictorConfig field
     frames: int = 8
     fps: float = 4.0
-    crop: int = 256
-    steps: int = 1000
+    crop: int = 64
+    steps: int = 50
     batch_size: int = 8
-    lr: float = 4.25e-4
-    start_lr: float = 7.5e-5
+    lr: float = 1e-3
+    start_lr: float = 2e-4
     final_lr: float = 0.0
     warmup: float = 0.1
     cooldown: float = 0.2
@@ -174,21 +174,27 @@ class ACTrainConfig:
     grad_checkpointing: bool = False
     init: str = "auto"                     # copy_last, random, or auto: copy_last wherever it applies
     action_scale: float = 1.0              # the action encoder's initial weights and learning rate, times this
-    checkpoint_every: int = 100
+    checkpoint_every: int = 50
     keep_checkpoints: int = 2
     seed: int = 0
 
     def __post_init__(self):
+        check_param("model_size", self.model_size, str, lambda v: v in ENCODER_SIZES, f"choose one of {list(ENCODER_SIZES)}")
+        check_param("predictor", self.predictor, dict)
         for name in ("frames", "crop", "steps", "batch_size", "auto_steps", "checkpoint_every", "keep_checkpoints"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"ACTrainConfig.{name} must be a positive int; got {v!r}")
-        if self.frames < 2:
-            raise ValueError("ACTrainConfig.frames must be at least 2 (a frame and its successor)")
-        if self.init not in ("auto", "copy_last", "random"):
-            raise ValueError(f"ACTrainConfig.init must be 'auto', 'copy_last' or 'random'; got {self.init!r}")
-        if isinstance(self.action_scale, bool) or not isinstance(self.action_scale, (int, float)) or not self.action_scale > 0:
-            raise ValueError(f"ACTrainConfig.action_scale must be a positive number; got {self.action_scale!r}")
+            check_param(name, getattr(self, name), int, lambda v: v >= 1, "must be a positive int")
+        check_param("frames", self.frames, int, lambda v: v >= 2, "a clip needs at least 2 frames (a frame and its successor)")
+        check_param("freeze_blocks", self.freeze_blocks, int, lambda v: v >= 0, "0 or more")
+        for name in ("fps", "lr", "action_scale", "loss_exp"):
+            check_param(name, getattr(self, name), (int, float), lambda v: v > 0, "must be positive")
+        for name in ("start_lr", "final_lr", "weight_decay", "final_weight_decay", "warmup", "cooldown"):
+            check_param(name, getattr(self, name), (int, float), lambda v: v >= 0, "must be 0 or more")
+        check_param("clip_grad", self.clip_grad, (int, float, type(None)), lambda v: v is None or v > 0, "None or positive")
+        check_param("init", self.init, str, lambda v: v in ("auto", "copy_last", "random"), "auto, copy_last or random")
+        for name in ("normalize_reps", "grad_checkpointing"):
+            check_param(name, getattr(self, name), bool)
+        check_param("seed", self.seed, int)
+        Schedule.of(self)
 
     def predictor_config(self, encoder_cfg):
         return ac_predictor_config(self.model_size, **{"embed_dim": encoder_cfg.embed_dim, "img_size": self.crop,
