@@ -12,6 +12,7 @@ import re
 import shutil
 import urllib.parse
 import urllib.request
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from .probe import AttentiveClassifier
 __all__ = ['COMPONENTS', 'INFER', 'HEAD_FIELD', 'BOOKKEEPING', 'FORMAT', 'RELEASE_BASE_URL', 'RELEASES', 'WorldModel',
            'infer_encoder', 'infer_predictor', 'infer_ac_predictor', 'infer_probe', 'build_strict', 'read_pt',
            'official_state_dicts', 'hf_to_ours', 'save_checkpoint', 'cache_dir', 'release_url', 'download',
-           'load_checkpoint']
+           'load_checkpoint', 'kept_checkpoints', 'latest_checkpoint']
 
 # %% ../nbs/07_checkpoints.ipynb #4df78fbf
 COMPONENTS = {  # component -> (config class, model class, keyword of load_checkpoint)
@@ -448,3 +449,20 @@ def load_checkpoint(path, encoder=None, predictor=None, ac_predictor=None, probe
     if unused:
         raise ConfigError(f"{path}: fields were given for {unused}, but the checkpoint holds no such network")
     return wm.to(device)
+
+# %% ../nbs/07_checkpoints.ipynb #ff0a2573
+def kept_checkpoints(out) -> list[Path]:
+    "The training checkpoints under `out`: the one `latest.json` names first, then the others, newest first."
+    ck_dir = Path(out) / "checkpoints"
+    found = sorted(ck_dir.glob("step_*"), reverse=True)
+    latest = ck_dir / "latest.json"
+    try:
+        named = [ck_dir / json.loads(latest.read_text())["path"]] if latest.exists() else []
+    except (ValueError, KeyError) as e:
+        warnings.warn(f"{latest} is unreadable ({e}); using the newest checkpoint folder")
+        named = []
+    return named + [p for p in found if p not in named]
+
+def latest_checkpoint(out) -> Path | None:
+    "The newest training checkpoint under `out`, or None."
+    return next(iter(kept_checkpoints(out)), None)

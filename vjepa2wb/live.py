@@ -15,6 +15,7 @@ import torch
 
 from dataclasses import replace
 
+from .episodes import find_episodes, read_episode
 from .planning import PRESETS, plan_step, planner_settings
 from .world_model import encode_frames, world_model_encoder
 
@@ -135,7 +136,6 @@ def _state_html(state) -> str:
 
 def _episode_frames(path, index: int) -> np.ndarray:
     "The frames of the `index`-th episode recorded under `path` (DROID, LeRobot or npz)."
-    from vjepa2wb.episodes import find_episodes, read_episode
     found = find_episodes(path) if path else []
     if not found:
         raise ValueError(f"no recorded episode under {path!r}")

@@ -17,9 +17,9 @@ import torch
 from .world_model import MODES, encode_frames, imagine, world_model_encoder
 
 # %% auto #0
-__all__ = ['PRESETS', 'energy', 'action_grid', 'energy_grid', 'grid_axis', 'landscape_argmin', 'energy_figures', 'draw_actions',
-           'rollout', 'keep_freed_memory', 'Planner', 'planner_settings', 'cem_search', 'cem', 'plan_flops', 'Plan',
-           'plan_step', 'run_mpc']
+__all__ = ['PRESETS', 'energy', 'action_grid', 'energy_grid', 'grid_axis', 'landscape_argmin', 'draw_actions', 'rollout',
+           'keep_freed_memory', 'Planner', 'planner_settings', 'cem_search', 'cem', 'plan_flops', 'Plan', 'plan_step',
+           'run_mpc']
 
 # %% ../nbs/18_planning.ipynb #65c4468c
 def energy(reps: torch.Tensor, goal_reps: torch.Tensor) -> torch.Tensor:
@@ -66,36 +66,6 @@ def landscape_argmin(E, grid_size: float = 0.075, nsamples: int = 5, true_action
         nearest = ((true + grid_size) / cell).round().clamp(0, nsamples - 1).long()   # the true action's grid cell
         out.update(cells_off=int((idx - nearest).abs().max()), distance_cm=float((axis[idx] - true).norm() * 100))
     return out
-
-def energy_figures(E, grid_size: float = 0.075, nsamples: int = 5, true_action=None, title: str = "energy landscape"):
-    "Plotly figures of a landscape `[nsamples**3]`: x-y slices with a z slider, and the cube in 3D."
-    import plotly.graph_objects as go
-    E = torch.as_tensor(E).reshape(nsamples, nsamples, nsamples).numpy()        # [x, y, z]
-    cm = (grid_axis(grid_size, nsamples) * 100).numpy()
-    best = landscape_argmin(torch.as_tensor(E).flatten(), grid_size, nsamples)["argmin"]
-    marks = [("argmin", [v * 100 for v in best], "x", "white")]
-    if true_action is not None:
-        marks.append(("true action", [float(v) * 100 for v in true_action[:3]], "star", "red"))
-    slices = go.Figure(layout=dict(title=title, width=560, height=580, xaxis_title="dx (cm)", yaxis_title="dy (cm)"))
-    for k in range(nsamples):
-        slices.add_heatmap(z=E[:, :, k].T, x=cm, y=cm, zmin=E.min(), zmax=E.max(), colorscale="Viridis",
-                           colorbar_title="energy", visible=k == nsamples // 2, name=f"dz = {cm[k]:.1f} cm")
-    for name, xyz, symbol, color in marks:
-        slices.add_scatter(x=[xyz[0]], y=[xyz[1]], mode="markers", name=f"{name} (dz {xyz[2]:.1f} cm)",
-                           marker=dict(symbol=symbol, size=14, color=color, line=dict(width=1, color="black")))
-    n_marks = len(marks)
-    steps = [dict(method="update", label=f"{cm[k]:.1f}",
-                  args=[{"visible": [j == k for j in range(nsamples)] + [True] * n_marks}]) for k in range(nsamples)]
-    slices.update_layout(sliders=[dict(active=nsamples // 2, currentvalue=dict(prefix="dz (cm): "), steps=steps, pad=dict(t=50))],
-                         legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0), margin=dict(t=90))
-    x, y, z = np.meshgrid(cm, cm, cm, indexing="ij")
-    cube = go.Figure(layout=dict(title=title, width=560, height=520, scene=dict(xaxis_title="dx (cm)", yaxis_title="dy (cm)", zaxis_title="dz (cm)")))
-    cube.add_scatter3d(x=x.ravel(), y=y.ravel(), z=z.ravel(), mode="markers", name="grid",
-                       marker=dict(size=6, color=E.ravel(), colorscale="Viridis", colorbar_title="energy", opacity=0.8))
-    for name, xyz, symbol, color in marks:
-        cube.add_scatter3d(x=[xyz[0]], y=[xyz[1]], z=[xyz[2]], mode="markers", name=name,
-                           marker=dict(symbol="x" if symbol == "x" else "diamond", size=9, color=color))
-    return slices, cube
 
 # %% ../nbs/18_planning.ipynb #e8880d53
 def draw_actions(mean: torch.Tensor, std: torch.Tensor, samples: int, maxnorm: float) -> torch.Tensor:

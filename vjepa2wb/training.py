@@ -20,15 +20,14 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, Sampler
 
-from .checkpoints import WorldModel, _read_safetensors, _split, read_pt, save_checkpoint
+from .checkpoints import WorldModel, _read_safetensors, _split, kept_checkpoints, latest_checkpoint, read_pt, save_checkpoint
 from .core import CheckpointError, write_atomic, write_json
 
 log = logging.getLogger("vjepa2wb.training")
 
 # %% auto #0
 __all__ = ['log', 'Schedule', 'param_groups', 'apply_schedule', 'StepSampler', 'EpochClips', 'step_seed', 'init_distributed',
-           'save_training_checkpoint', 'kept_checkpoints', 'latest_checkpoint', 'resume', 'torchrun', 'launch',
-           'launched']
+           'save_training_checkpoint', 'resume', 'torchrun', 'launch', 'launched']
 
 # %% ../nbs/10b_training.ipynb #1b4a3144
 @dataclass(frozen=True)
@@ -150,22 +149,6 @@ def save_training_checkpoint(out: Path, step: int, wm: WorldModel, optim_state: 
     for old in sorted(ck_dir.glob("step_*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return d
-
-def kept_checkpoints(out) -> list[Path]:
-    "The training checkpoints under `out`: the one `latest.json` names first, then the others, newest first."
-    ck_dir = Path(out) / "checkpoints"
-    found = sorted(ck_dir.glob("step_*"), reverse=True)
-    latest = ck_dir / "latest.json"
-    try:
-        named = [ck_dir / json.loads(latest.read_text())["path"]] if latest.exists() else []
-    except (ValueError, KeyError) as e:
-        log.warning("%s is unreadable (%s); using the newest checkpoint folder", latest, e)
-        named = []
-    return named + [p for p in found if p not in named]
-
-def latest_checkpoint(out) -> Path | None:
-    "The newest training checkpoint under `out`, or None."
-    return next(iter(kept_checkpoints(out)), None)
 
 # %% ../nbs/10b_training.ipynb #fe12d98d
 def _load_into(ck: Path, modules: dict) -> dict:

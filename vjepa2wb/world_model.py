@@ -10,7 +10,7 @@ import json
 import torch
 import torch.nn.functional as F
 
-from .checkpoints import load_checkpoint
+from .checkpoints import latest_checkpoint, load_checkpoint
 from .core import fixtures_dir, project_root
 from .data import normalize
 from .pose import compute_new_pose
@@ -101,7 +101,7 @@ def fixture_world_model():
 
 def default_world_model():
     "`(world_model, description)`: `make run`'s AC model if there is one, else the tiny conformance-fixture model."
-    run = project_root() / "outputs" / "run" / "latest" / "train_ac" / "summary.json"
-    if run.exists():
-        return load_checkpoint(json.loads(run.read_text())["checkpoint"]), f"make run's AC model ({run.parent})"
+    ck = latest_checkpoint(project_root() / "outputs" / "run" / "latest" / "train_ac")
+    if ck is not None:
+        return load_checkpoint(ck), f"make run's AC model ({ck})"
     return fixture_world_model(), "the tiny fixture model (random weights)"
