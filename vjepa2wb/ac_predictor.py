@@ -9,10 +9,11 @@ import math
 
 import torch
 import torch.nn.functional as F
+from fastcore.basics import patch
 from torch import nn
 
 from .core import ACPredictorConfig, ac_predictor_config
-from .layers import grid_positions, init_weights_, make_blocks, rope_table, run_blocks
+from .layers import cached_block_step, grid_positions, init_weights_, make_blocks, rope_table, run_blocks
 
 # %% auto #0
 __all__ = ['frame_causal_mask', 'ac_positions', 'VisionTransformerPredictorAC']
@@ -95,9 +96,8 @@ class VisionTransformerPredictorAC(nn.Module):
         return self.state_encoder(states.to(dtype))
 
 # %% ../nbs/05_ac_predictor.ipynb #3b72667f
-from .layers import cached_block_step
-
-def _cached_step(self, features, action, state, cache=None, extrinsics=None):
+@patch
+def step(self: VisionTransformerPredictorAC, features, action, state, cache=None, extrinsics=None):
     "The prediction `[B, P, D]` for one new step (`features` `[B, P, D]`, `action` `[B, A]`, `state` `[B, S]`), and the updated cache."
     cfg, P = self.cfg, self.tokens_per_frame
     t = 0 if cache is None else cache[0][0].shape[2] // (cfg.cond_tokens + P)
@@ -116,5 +116,3 @@ def _cached_step(self, features, action, state, cache=None, extrinsics=None):
         x, kv = cached_block_step(blk, x, rope, None if cache is None else cache[i])
         new_cache.append(kv)
     return self.read_out(x[:, C:], features), new_cache
-
-VisionTransformerPredictorAC.step = _cached_step
