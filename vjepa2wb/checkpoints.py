@@ -93,6 +93,7 @@ def infer_encoder(sd):
                     **_mlp_fields(sd, "blocks.0.mlp", D, "mlp_hidden_dim", "mlp_ratio"))
     return inferred, _size_defaults(D)
 
+# %% ../nbs/07_checkpoints.ipynb #237a0791
 _PRED_HEADS = {384: 12, 1024: 16}   # the released predictors' widths -> heads
 
 def _infer_pred(sd):
@@ -106,11 +107,13 @@ def infer_predictor(sd):
     inferred, defaults = _infer_pred(sd)
     return dict(inferred, num_mask_tokens=sum(k.startswith("mask_tokens.") for k in sd)), defaults
 
+# %% ../nbs/07_checkpoints.ipynb #73d6a26b
 def infer_ac_predictor(sd):
     inferred, defaults = _infer_pred(sd)
     return dict(inferred, action_dim=sd["action_encoder.weight"].shape[1], state_dim=sd["state_encoder.weight"].shape[1],
                 extrinsics_dim=sd["extrinsics_encoder.weight"].shape[1]), defaults
 
+# %% ../nbs/07_checkpoints.ipynb #db378817
 def infer_probe(sd):
     q = sd["pooler.query_tokens"]
     D = q.shape[2]
@@ -119,6 +122,7 @@ def infer_probe(sd):
                     mlp_ratio=sd["pooler.cross_attention_block.mlp.fc1.weight"].shape[0] / D)
     return inferred, {}
 
+# %% ../nbs/07_checkpoints.ipynb #3c3c246d
 INFER = {"encoder": infer_encoder, "target_encoder": infer_encoder, "predictor": infer_predictor,
          "ac_predictor": infer_ac_predictor, "classifier": infer_probe}
 HEAD_FIELD = {"encoder": "num_heads", "target_encoder": "num_heads", "predictor": "pred_num_heads",
@@ -204,6 +208,7 @@ def read_pt(path: Path) -> dict:
         raise CheckpointError(f"{path} holds a {type(ck).__name__}, not a checkpoint dict")
     return ck
 
+# %% ../nbs/07_checkpoints.ipynb #89a1c2e7
 def _network_of(sd: dict) -> str:
     keys = {k.replace("module.", "").replace("backbone.", "") for k in sd}
     if "action_encoder.weight" in keys: return "ac_predictor"
@@ -353,9 +358,11 @@ RELEASES = {"vitl": ("vitl.pt", "large"), "vith": ("vith.pt", "huge"), "vitg": (
 def cache_dir() -> Path:
     return Path(os.environ.get("VJEPA2WB_CACHE", Path.home() / ".cache" / "vjepa2wb"))
 
+# %% ../nbs/07_checkpoints.ipynb #babb3793
 def release_url(name: str) -> str:
     return f"{os.environ.get('VJEPA2WB_RELEASE_BASE_URL', RELEASE_BASE_URL).rstrip('/')}/{RELEASES[name][0]}"
 
+# %% ../nbs/07_checkpoints.ipynb #88a0fc6a
 def download(url: str, dest: Path, progress: bool = True) -> Path:
     "Download `url` to `dest` through a temporary file, checking the size; skip if `dest` exists."
     dest = Path(dest)
@@ -463,6 +470,7 @@ def kept_checkpoints(out) -> list[Path]:
         named = []
     return named + [p for p in found if p not in named]
 
+# %% ../nbs/07_checkpoints.ipynb #41094ddc
 def latest_checkpoint(out) -> Path | None:
     "The newest training checkpoint under `out`, or None."
     return next(iter(kept_checkpoints(out)), None)

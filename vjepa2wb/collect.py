@@ -34,6 +34,7 @@ def exploration_actions(seed: int, steps: int = 24, scale: float = 0.03) -> np.n
         out.append(a.copy())
     return np.array(out)
 
+# %% ../nbs/16_collect.ipynb #e061e8dd
 def record_episode(arm: SimArm, seed: int, demo: bool, explore_steps: int = 24) -> Episode:
     "One episode: a scripted demonstration of task `TASKS[seed % 4]`, or exploration."
     if demo:
@@ -53,6 +54,7 @@ def record_episode(arm: SimArm, seed: int, demo: bool, explore_steps: int = 24) 
     actions.append(np.zeros(7))
     return Episode(np.stack(frames), np.stack(states), np.stack(actions), 1 / arm.control_period, meta)
 
+# %% ../nbs/16_collect.ipynb #4d1b1be1
 _worker_arm = None
 
 def _record_in_worker(job: tuple) -> Episode:

@@ -21,6 +21,7 @@ __all__ = ['ENCODER_SIZES', 'PREDICTOR_SIZES', 'AC_PREDICTOR_SIZES', 'RELEASED_P
 class ConfigError(ValueError):
     "An architecture field is unknown, invalid, or contradicts the weights."
 
+# %% ../nbs/00_core.ipynb #0735618f
 class CheckpointError(ValueError):
     "A file or directory is not a checkpoint we can load exactly."
 
@@ -29,6 +30,7 @@ def rope_dims_per_axis(head_dim: int) -> int:
     "Channels RoPE rotates per axis (t, h, w) in a head of `head_dim` channels."
     return 2 * ((head_dim // 3) // 2)
 
+# %% ../nbs/00_core.ipynb #8eebbaba
 def mlp_width(dim: int, mlp_ratio: float, activation: str, swiglu_wide: bool | None) -> int:
     "Hidden width of a block's MLP, computed as the official code does."
     hidden = int(dim * mlp_ratio)
@@ -283,12 +285,14 @@ def encoder_config(size: str = "tiny", **overrides) -> EncoderConfig:
     "The encoder of a named size, with any field overridden."
     return resolve_config(EncoderConfig, overrides, base=_encoder_size(size))
 
+# %% ../nbs/00_core.ipynb #a5cefc3a
 def predictor_config(size: str = "tiny", **overrides) -> PredictorConfig:
     "The mask-token predictor paired with the encoder of a named size."
     enc = _encoder_size(size)
     base = dict(PREDICTOR_SIZES.get(size, RELEASED_PREDICTOR), embed_dim=enc["embed_dim"], img_size=enc.get("img_size", 256))
     return resolve_config(PredictorConfig, overrides, base=base)
 
+# %% ../nbs/00_core.ipynb #75745a3a
 def ac_predictor_config(size: str = "tiny", **overrides) -> ACPredictorConfig:
     "The action-conditioned predictor paired with the encoder of a named size."
     enc = _encoder_size(size)
@@ -326,10 +330,12 @@ def check_param(name: str, value, kind, ok=None, hint: str = ""):
         raise ValueError(f"parameter {name}={value!r} is invalid: {hint}")
     return value
 
+# %% ../nbs/00_core.ipynb #16bc8464
 def config_from(cls, params: dict):
     "The job config `cls` from a job's parameters: each field from the parameter of its name (nanoGPT's config from globals)."
     return cls(**{f.name: params[f.name] for f in fields(cls)})
 
+# %% ../nbs/00_core.ipynb #a12ee3e5
 def project_root() -> Path:
     "The checkout holding settings.ini, searched upwards from the working directory."
     for d in (Path.cwd(), *Path.cwd().parents):
@@ -337,12 +343,14 @@ def project_root() -> Path:
             return d
     return Path.cwd()
 
+# %% ../nbs/00_core.ipynb #5d381bd1
 def run_dir(job: str, output_dir: str | None = None, run_id: str | None = None) -> Path:
     "The folder a job writes into: `output_dir`, or `outputs/<job>/<run-id>` (run id: a timestamp)."
     d = Path(output_dir) if output_dir else project_root() / "outputs" / job / (run_id or time.strftime("%Y%m%d-%H%M%S"))
     d.mkdir(parents=True, exist_ok=True)
     return d
 
+# %% ../nbs/00_core.ipynb #47ed4752
 def write_atomic(path, data: bytes | str) -> Path:
     "Write `data` to `path` through a temporary file in the same folder, then rename."
     path = Path(path)
@@ -351,5 +359,6 @@ def write_atomic(path, data: bytes | str) -> Path:
     os.replace(tmp, path)
     return path
 
+# %% ../nbs/00_core.ipynb #d879999f
 def write_json(path, obj) -> Path:
     return write_atomic(path, json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n")

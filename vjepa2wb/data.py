@@ -63,6 +63,7 @@ def render_shapes(rng: np.random.Generator, frames: int, size: int, motion: str,
         out[t] = np.where(m[..., None], color, bg) + rng.normal(0, noise, (size, size, 3))
     return (out.clip(0, 1) * 255).round().astype(np.uint8)
 
+# %% ../nbs/10_data.ipynb #ec44ead4
 class SyntheticShapes(Dataset):
     "Moving shapes labelled by `task`: 'motion' (direction) or 'appearance' (shape)."
     def __init__(self, task: str = "motion", n: int = 512, frames: int = 16, size: int = 64, seed: int = 0,
@@ -92,6 +93,7 @@ class Skipped:
     path: str
     reason: str
 
+# %% ../nbs/10_data.ipynb #8c1ce6fc
 def read_video(path, max_frames: int | None = None) -> np.ndarray:
     "Decode a video into uint8 `[T, H, W, 3]` with PyAV (at most `max_frames` frames)."
     import av
@@ -105,6 +107,7 @@ def read_video(path, max_frames: int | None = None) -> np.ndarray:
         raise ValueError("no video frames decoded")
     return np.stack(frames)
 
+# %% ../nbs/10_data.ipynb #8cf7db08
 def resize_clip(clip: torch.Tensor, size: int) -> torch.Tensor:
     "Resize a uint8 clip `[T, H, W, 3]` (short side to `size`, then centre crop) to `[T, size, size, 3]`."
     x = clip.permute(0, 3, 1, 2).float()
@@ -114,6 +117,7 @@ def resize_clip(clip: torch.Tensor, size: int) -> torch.Tensor:
     top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
     return x[..., top:top + size, left:left + size].round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
 
+# %% ../nbs/10_data.ipynb #0549f75e
 class VideoClips(Dataset):
     "Clips of `frames` frames, `frame_step` apart, from `(path, label)` items."
     def __init__(self, items: list[tuple[str, int]], frames: int = 16, frame_step: int = 4, size: int = 256, seed: int = 0):
@@ -138,6 +142,7 @@ class VideoClips(Dataset):
         clip = torch.from_numpy(video[start:start + need:self.frame_step])
         return resize_clip(clip, self.size), label
 
+# %% ../nbs/10_data.ipynb #9b053779
 def list_file_items(path) -> list[tuple[str, int]]:
     "Read `path label` lines (the official CSV format; relative paths are relative to the file)."
     path = Path(path)
@@ -152,6 +157,7 @@ def list_file_items(path) -> list[tuple[str, int]]:
         items.append((str(p if p.is_absolute() else path.parent / p), int(parts[1])))
     return items
 
+# %% ../nbs/10_data.ipynb #41084939
 def folder_items(root) -> tuple[list[tuple[str, int]], list[str]]:
     "Videos under `root`, labelled by their subfolder (sorted class names)."
     root = Path(root)
@@ -161,6 +167,7 @@ def folder_items(root) -> tuple[list[tuple[str, int]], list[str]]:
     classes = sorted({p.parent.relative_to(root).as_posix() for p in files})
     return [(str(p), classes.index(p.parent.relative_to(root).as_posix())) for p in files], classes
 
+# %% ../nbs/10_data.ipynb #f52ff43e
 def split_skipped(samples: list) -> tuple[list, list]:
     "The readable samples, and the `Skipped` ones (each logged with its reason)."
     skipped = [s for s in samples if isinstance(s, Skipped)]
@@ -168,6 +175,7 @@ def split_skipped(samples: list) -> tuple[list, list]:
         log.warning("skipped %s: %s", s.path, s.reason)
     return [s for s in samples if not isinstance(s, Skipped)], skipped
 
+# %% ../nbs/10_data.ipynb #e1d4f3d8
 def collate_clips(samples: list) -> dict:
     "Stack the readable samples into `video` uint8 `[B, T, H, W, 3]` and `label` `[B]`; report the skipped."
     ok, skipped = split_skipped(samples)
@@ -201,6 +209,7 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
     std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1, 1)
     return (x - mean) / std
 
+# %% ../nbs/10_data.ipynb #87890203
 def prepare_batch(video: torch.Tensor, crop: int, train: bool = True, device="cpu",
                   scale=(0.3, 1.0), ratio=(0.75, 1.35), flip: bool = True) -> torch.Tensor:
     "uint8 `[B, T, H, W, 3]` -> normalised float `[B, 3, T, crop, crop]` on `device`, augmented if `train`."
@@ -233,6 +242,7 @@ def parse_synthetic(data: str) -> tuple[list[str], float] | None:
         raise ValueError(f"synthetic dataset {data!r}: the noise must be in [0, 1]; got {noise}")
     return ([task] if task else ["motion", "appearance"]), noise
 
+# %% ../nbs/10_data.ipynb #b77edbec
 def make_dataset(data: str, frames: int = 16, size: int = 256, frame_step: int = 4, n: int = 512, seed: int = 0) -> Dataset:
     "The dataset a job's `data` string names (see above)."
     synthetic = parse_synthetic(data)

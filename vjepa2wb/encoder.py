@@ -31,6 +31,7 @@ def check_video(video, cfg: EncoderConfig) -> tuple[int, int, int]:
         raise ValueError(f"frame size {H}x{W} is not a multiple of the patch size {p}")
     return T // cfg.tubelet_size, H // p, W // p
 
+# %% ../nbs/03_encoder.ipynb #7891375e
 def check_token_indices(name: str, idx, B: int, N: int | None = None):
     "Validate an integer `[B, K]` tensor of token indices into `N` tokens (or any non-negative index)."
     if not torch.is_tensor(idx) or idx.dim() != 2 or idx.dtype not in (torch.int64, torch.int32):
@@ -44,6 +45,7 @@ def check_token_indices(name: str, idx, B: int, N: int | None = None):
             allowed = f"the {N} tokens [0, {N - 1}]" if N is not None else "the non-negative token indices"
             raise ValueError(f"{name} holds indices in [{lo}, {hi}], outside {allowed}")
 
+# %% ../nbs/03_encoder.ipynb #6f23e9dc
 def image_to_clip(image: torch.Tensor, frames: int = 2) -> torch.Tensor:
     "Repeat images `[B, C, H, W]` along time into clips `[B, C, frames, H, W]`."
     if image.dim() != 4:

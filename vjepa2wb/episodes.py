@@ -65,6 +65,7 @@ def write_droid(ep: Episode, root, episode_id: str, camera_extrinsics=(1.45, 0.8
     os.replace(tmp, final)
     return final
 
+# %% ../nbs/15_episodes.ipynb #674b85f1
 def read_droid(path, camera_view: str = "left_mp4_path") -> Episode:
     "Read a DROID raw episode folder (ours or the real DROID's) as the official loader does."
     import h5py
@@ -134,6 +135,7 @@ def write_lerobot(ep: Episode, root, task: str = "explore") -> int:
     write_json(root / "meta" / "info.json", info)
     return i
 
+# %% ../nbs/15_episodes.ipynb #ae37f261
 def read_lerobot(root, index: int) -> Episode:
     "Read episode `index` of a LeRobot v2.x dataset (the first video key)."
     root = Path(root)
@@ -184,10 +186,12 @@ def find_episodes(roots) -> list[tuple[str, str, int]]:
             raise ValueError(f"{root}: not an episode folder, LeRobot dataset or .npz file")
     return found
 
+# %% ../nbs/15_episodes.ipynb #1c443510
 def read_episode(kind: str, path: str, index: int) -> Episode:
     return {"droid": lambda: read_droid(path), "lerobot": lambda: read_lerobot(path, index),
             "npz": lambda: read_npz(path)[index]}[kind]()
 
+# %% ../nbs/15_episodes.ipynb #feac7fb1
 class RobotClips(Dataset):
     "Clips `{video [T,H,W,3] uint8, states [T,7], actions [T-1,7]}` from recorded episodes, at `fps`."
     def __init__(self, roots, frames: int = 8, fps: float = 4.0, seed: int = 0):
@@ -216,6 +220,7 @@ class RobotClips(Dataset):
         return {"video": torch.from_numpy(ep.frames[idx]), "states": states.float(),
                 "actions": poses_to_diffs(states).float(), "episode": where}
 
+# %% ../nbs/15_episodes.ipynb #eb389324
 def collate_robot(samples: list) -> dict:
     "Stack readable clips; report the skipped ones (logged)."
     ok, skipped = split_skipped(samples)

@@ -27,11 +27,13 @@ def grid_positions(T: int, H: int, W: int, device=None) -> torch.Tensor:
                              torch.arange(W, device=device), indexing="ij")
     return torch.stack([t, h, w], -1).reshape(-1, 3).float()
 
+# %% ../nbs/02_layers.ipynb #de39e4e4
 def index_positions(idx: torch.Tensor, H: int, W: int) -> torch.Tensor:
     "The `(t, h, w)` coordinates `[..., 3]` of token indices into a time-major `H x W` grid."
     t, rest = idx // (H * W), idx % (H * W)
     return torch.stack([t, rest // W, rest % W], -1).float()
 
+# %% ../nbs/02_layers.ipynb #d1a918d3
 def rope_table(pos: torch.Tensor, head_dim: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
     """`(cos, signed_sin)`, each `[..., N, head_dim]`, for positions `[..., N, 3]`, with the official tiled frequencies.
 
@@ -45,10 +47,12 @@ def rope_table(pos: torch.Tensor, head_dim: int, base: float = 10000.0) -> tuple
     sign = torch.tensor([-1.0, 1.0], device=pos.device).repeat(head_dim // 2)
     return torch.cat([angles.cos(), rest + 1], -1), torch.cat([angles.sin(), rest], -1) * sign
 
+# %% ../nbs/02_layers.ipynb #570471be
 def swap_pairs(x: torch.Tensor) -> torch.Tensor:
     "Swap the channels of each pair: `(a, b) -> (b, a)`."
     return x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
 
+# %% ../nbs/02_layers.ipynb #a327396f
 def _rope_math(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
     xf = x.float()
     return (xf * cos).addcmul_(swap_pairs(xf), signed_sin).to(x.dtype)
@@ -76,6 +80,7 @@ def gpu_compiled(fn, *args):
         _COMPILED[key] = False
         return None
 
+# %% ../nbs/02_layers.ipynb #da0c43fe
 def _gpu_rope(x, cos, signed_sin):
     """`_rope_math` as one compiled kernel: one read of `x` and one write, laid out heads-inner like the
     fused qkv, so that attention's output reshapes without a copy. None where compiling fails."""
@@ -118,6 +123,7 @@ class Attention(nn.Module):
         x = F.scaled_dot_product_attention(q, k, v if v.is_cuda else v.contiguous(), attn_mask=attn_mask)
         return self.proj(x.transpose(1, 2).reshape(B, N, C))
 
+# %% ../nbs/02_layers.ipynb #d25f0d4e
 def _no_grad_needed(t: torch.Tensor) -> bool:
     "True when `t` may be overwritten in place: autograd will not need it."
     return not (torch.is_grad_enabled() and t.requires_grad)
@@ -130,6 +136,7 @@ class MLP(nn.Module):
         h = self.fc1(x)
         return self.fc2(F.gelu(h) if not _no_grad_needed(h) else torch.ops.aten.gelu_(h))
 
+# %% ../nbs/02_layers.ipynb #b02d3de0
 class SwiGLU(nn.Module):
     def __init__(self, dim: int, hidden: int):
         super().__init__()
@@ -139,6 +146,7 @@ class SwiGLU(nn.Module):
         h = F.silu(h) * self.fc2(x) if not _no_grad_needed(h) else F.silu(h, inplace=True).mul_(self.fc2(x))
         return self.fc3(h)
 
+# %% ../nbs/02_layers.ipynb #4c1e6f26
 class Block(nn.Module):
     "Pre-norm transformer block: `x + attn(norm1(x))`, then `x + mlp(norm2(x))`."
     def __init__(self, dim: int, num_heads: int, mlp_hidden: int, activation: str = "gelu",
@@ -159,6 +167,7 @@ def make_blocks(depth: int, dim: int, num_heads: int, mlp_hidden: int, activatio
                 qkv_bias: bool, norm_eps: float) -> nn.ModuleList:
     return nn.ModuleList(Block(dim, num_heads, mlp_hidden, activation, qkv_bias, norm_eps) for _ in range(depth))
 
+# %% ../nbs/02_layers.ipynb #b97fca1b
 def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, rope=None, attn_mask=None, checkpointing: bool = False):
     "Apply `blocks` in order, with activation checkpointing while training if asked."
     for blk in blocks:
@@ -168,6 +177,7 @@ def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, rope=None, attn_mask=None
             x = blk(x, rope, attn_mask)
     return x
 
+# %% ../nbs/02_layers.ipynb #bab01e15
 def block_step(blk: Block, x: torch.Tensor, rope, past=None):
     """One block at inference over new tokens `x` `[B, N, W]` that attend to themselves and to `past`, the
     cached `(k, v)` of earlier tokens; returns the new `x` and `(k, v)` with this call's appended."""
@@ -181,6 +191,7 @@ def block_step(blk: Block, x: torch.Tensor, rope, past=None):
     x = x + a.proj(att.transpose(1, 2).reshape(B, N, W))
     return x + mlp_inference(blk.mlp, blk.norm2(x)), (k, v)
 
+# %% ../nbs/02_layers.ipynb #c96b9019
 def mlp_inference(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """`mlp(x)` at inference. In half precision on a GPU, a GELU MLP's first bias and activation run in
     its matmul's epilogue (cuBLASLt's tanh form of GELU: within 5e-4 of the exact one, about 25 times
@@ -190,6 +201,7 @@ def mlp_inference(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return mlp.fc2(h).view_as(x)
     return mlp(x)
 
+# %% ../nbs/02_layers.ipynb #e9a5238f
 def cached_block_step(blk: Block, x: torch.Tensor, rope, past=None):
     "`block_step`; at inference on a GPU, one compiled graph per block shape, so its norms, RoPE and residuals fuse."
     if x.is_cuda and not torch.is_grad_enabled() and (out := gpu_compiled(block_step, blk, x, rope, past)) is not None:

@@ -33,6 +33,7 @@ def encode_png(frame: np.ndarray) -> bytes:
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
             + chunk(b"IDAT", zlib.compress(raw, 1)) + chunk(b"IEND", b""))
 
+# %% ../nbs/19_live.ipynb #37663c83
 def decode_image(data: bytes) -> np.ndarray:
     "A uint8 RGB frame `[H, W, 3]` from image file bytes (PNG, JPEG, ...)."
     import av

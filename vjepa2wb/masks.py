@@ -34,6 +34,7 @@ class MaskRecipe:
         if self.num_blocks < 1:
             raise ValueError(f"MaskRecipe.num_blocks must be at least 1; got {self.num_blocks}")
 
+# %% ../nbs/09_masks.ipynb #2793b3f2
 VJEPA2_RECIPES = (MaskRecipe(num_blocks=8, spatial_scale=(0.15, 0.15)),
                   MaskRecipe(num_blocks=2, spatial_scale=(0.7, 0.7)))
 
@@ -55,6 +56,7 @@ def block_size(recipe: MaskRecipe, grid: tuple[int, int, int], g: torch.Generato
     # at least one patch: on tiny grids a small scale would otherwise give an empty block (and no target)
     return t, min(max(1, int(round(math.sqrt(keep * a)))), H), min(max(1, int(round(math.sqrt(keep / a)))), W)
 
+# %% ../nbs/09_masks.ipynb #55c194d7
 def _union_of_blocks(n: int, recipe: MaskRecipe, size, grid, g) -> torch.Tensor:
     "Boolean `[n, T*H*W]`: True where a token is inside one of the recipe's blocks (or past max_temporal_keep)."
     T, H, W = grid
@@ -106,11 +108,13 @@ def ratio_samples(recipe: MaskRecipe, batch_size: int, grid=(8, 16, 16), calls: 
         out[i] = torch.tensor([tgt.shape[1] / n, ctx.shape[1] / n])
     return out
 
+# %% ../nbs/09_masks.ipynb #b248d06d
 def ratio_stats(recipe: MaskRecipe, batch_size: int, grid=(8, 16, 16), calls: int = 1500, seed: int = 0):
     "Mean and std of the target ratio, and mean context ratio, over `calls` batches."
     r = ratio_samples(recipe, batch_size, grid, calls, seed)
     return r[:, 0].mean().item(), r[:, 0].std().item(), r[:, 1].mean().item()
 
+# %% ../nbs/09_masks.ipynb #dc103b43
 def mask_volume(ctx: torch.Tensor, tgt: torch.Tensor, grid) -> torch.Tensor:
     "One clip's masks as a `[T, H, W]` grid: 0 context, 1 target, 2 cut from both (rows cut to the shortest)."
     vol = torch.full((grid[0] * grid[1] * grid[2],), 2, dtype=torch.int64)

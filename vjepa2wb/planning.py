@@ -26,12 +26,14 @@ def energy(reps: torch.Tensor, goal_reps: torch.Tensor) -> torch.Tensor:
     "Energies `[S]`: the mean L1 distance, in float32, from representations `[S, P, D]` to the goal `[1, P, D]`."
     return (reps.flatten(1).float() - goal_reps.reshape(1, -1).float()).abs().mean(-1)
 
+# %% ../nbs/18_planning.ipynb #73cc926d
 def action_grid(grid_size: float = 0.075, nsamples: int = 5, device=None) -> torch.Tensor:
     "`[nsamples**3, 7]` translations on a cube, x outermost and z innermost."
     v = torch.linspace(-grid_size, grid_size, nsamples, dtype=torch.float64)
     xyz = torch.cartesian_prod(v, v, v)
     return torch.cat([xyz, torch.zeros(len(xyz), 4, dtype=torch.float64)], 1).float().to(device)
 
+# %% ../nbs/18_planning.ipynb #b8fca367
 @torch.no_grad()
 def energy_grid(wm, frames, states, grid_size: float = 0.075, nsamples: int = 5, crop_size=None) -> torch.Tensor:
     "Energies `[nsamples**3]` of one-step translations from `frames[0]` towards `frames[1]` (uint8 `[2,H,W,3]`)."
@@ -52,6 +54,7 @@ def energy_grid(wm, frames, states, grid_size: float = 0.075, nsamples: int = 5,
 def grid_axis(grid_size: float = 0.075, nsamples: int = 5) -> torch.Tensor:
     return torch.linspace(-grid_size, grid_size, nsamples, dtype=torch.float64)
 
+# %% ../nbs/18_planning.ipynb #896e4f9e
 def landscape_argmin(E, grid_size: float = 0.075, nsamples: int = 5, true_action=None) -> dict:
     """The argmin translation of a landscape `[nsamples**3]` and, given the true action, its error:
     `cells_off`, the largest per-axis index distance between the argmin and the grid point nearest
@@ -137,6 +140,7 @@ class Planner:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
                 raise ValueError(f"Planner.{name} must be a number >= 0; got {v!r}")
 
+# %% ../nbs/18_planning.ipynb #f724eaab
 PRESETS = {
     "paper": Planner(samples=800, iterations=10, topk=10, warm_start=False, tol=0.0),
     "notebook": Planner(samples=100, iterations=20, topk=10, momentum_mean=0.25, momentum_std=0.95, warm_start=False, tol=0.0),
@@ -195,6 +199,7 @@ def cem_search(predictor, context_reps, context_state, goal_reps, planner: Plann
     gripper = torch.where(mean[:, -1:].abs() < 0.25, torch.zeros_like(mean[:, -1:]), mean[:, -1:])
     return torch.cat([mean[:, :3], torch.zeros(H, 3, device=dev), gripper], 1)
 
+# %% ../nbs/18_planning.ipynb #ce6a20a3
 def cem(wm, context_reps, context_state, goal_reps, horizon: int = 1, samples: int = 100, iterations: int = 100,
         topk: int = 10, momentum_mean: float = 0.25, momentum_std: float = 0.95, momentum_mean_gripper: float = 0.15,
         momentum_std_gripper: float = 0.15, maxnorm: float = 0.05, *, mode: str = "fast", chunk: int | None = None,
@@ -231,6 +236,7 @@ class Plan:
     seconds: float
     elite_energies: list          # the mean elite energy after each iteration
 
+# %% ../nbs/18_planning.ipynb #36146172
 @torch.no_grad()
 def plan_step(wm, frame, state, goal_reps, planner="fast", crop=None, previous: Plan | None = None,
               on_iteration=None) -> Plan:

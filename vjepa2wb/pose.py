@@ -20,6 +20,7 @@ def euler_to_matrix(euler: torch.Tensor) -> torch.Tensor:
             -sp,     cp * sr,                cp * cr]
     return torch.stack(rows, -1).unflatten(-1, (3, 3))
 
+# %% ../nbs/01_pose.ipynb #5878a788
 def matrix_to_euler(R: torch.Tensor) -> torch.Tensor:
     "Rotation matrices `[..., 3, 3]` to extrinsic 'xyz' Euler angles `[..., 3]` in scipy's ranges."
     roll = torch.atan2(R[..., 2, 1], R[..., 2, 2])
@@ -39,6 +40,7 @@ def poses_to_diff(start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
     rot = euler_to_matrix(end[..., 3:6]) @ euler_to_matrix(start[..., 3:6]).transpose(-1, -2)
     return torch.cat([end[..., :3] - start[..., :3], matrix_to_euler(rot), end[..., 6:] - start[..., 6:]], -1)
 
+# %% ../nbs/01_pose.ipynb #bb841c81
 def poses_to_diffs(poses: torch.Tensor) -> torch.Tensor:
     "Consecutive actions `[..., T-1, 7]` of a state trajectory `[..., T, 7]`."
     _check_pose("poses", poses)
@@ -46,6 +48,7 @@ def poses_to_diffs(poses: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"poses must hold at least 2 states along dim -2; got shape {tuple(poses.shape)}")
     return poses_to_diff(poses[..., :-1, :], poses[..., 1:, :])
 
+# %% ../nbs/01_pose.ipynb #10f5d817
 def compute_new_pose(pose: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
     "The state `[..., 7]` reached from `pose` by `action`: translation added, rotation composed, gripper clipped to [0, 1]."
     _check_pose("pose", pose); _check_pose("action", action)

@@ -109,6 +109,7 @@ class Student(torch.nn.Module):
     def forward(self, x, masks: list[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
         return [self.predictor(self.encoder(x, masks=ctx), ctx, tgt, mask_index=i) for i, (ctx, tgt) in enumerate(masks)]
 
+# %% ../nbs/11_pretrain.ipynb #b5805879
 def jepa_loss(student, target_encoder, x: torch.Tensor, recipes: list[MaskRecipe],
               g: torch.Generator, loss_exp: float = 1.0) -> tuple[torch.Tensor, dict]:
     "V-JEPA loss on a normalised batch `x` `[B, C, T, H, W]`; also returns per-recipe losses and the target std."
@@ -128,6 +129,7 @@ def jepa_loss(student, target_encoder, x: torch.Tensor, recipes: list[MaskRecipe
     return loss, {**{f"loss_m{i}": l.item() for i, l in enumerate(losses)},
                   "target_std_mean": std.mean().item(), "target_std_min": std.min().item()}
 
+# %% ../nbs/11_pretrain.ipynb #e286e953
 @torch.no_grad()
 def ema_update(target: torch.nn.Module, online: torch.nn.Module, m: float):
     "`target <- m * target + (1 - m) * online`, over all parameters at once."
@@ -245,6 +247,7 @@ def main(argv: list[str]):
     "torchrun entry point: `python -m vjepa2wb.pretrain out/launch.json`."
     launched(argv, _pretrain_spec)
 
+# %% ../nbs/11_pretrain.ipynb #8f505b19
 def run_pretrain(cfg: PretrainConfig, data: str, out, resume: bool = False, nproc: int = 1, strategy: str = "ddp",
                  device: str | None = None, n: int = 512, load_size: int | None = None) -> pd.DataFrame:
     "Pretrain on the dataset named by `data`, in this process or under torchrun with `nproc` processes."
@@ -266,6 +269,7 @@ class EpisodeVideos(Dataset):
         s = self.clips[i]
         return s if isinstance(s, Skipped) else (resize_clip(s["video"], self.size), 0)
 
+# %% ../nbs/11_pretrain.ipynb #4901f8c6
 def pretrain_dataset(data: str, frames: int, size: int, n: int = 512, seed: int = 0) -> Dataset:
     "`make_dataset`, plus recorded robot episodes (DROID folders, LeRobot datasets)."
     p = Path(data)

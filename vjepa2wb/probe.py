@@ -31,6 +31,7 @@ class CrossAttention(nn.Module):
         k, v = self.kv(x).view(B, x.shape[1], 2, h, C // h).permute(2, 0, 3, 1, 4)
         return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, n, C)
 
+# %% ../nbs/06_probe.ipynb #df9f2c1f
 class CrossAttentionBlock(nn.Module):
     def __init__(self, dim: int, num_heads: int, mlp_hidden: int, qkv_bias: bool = True, norm_eps: float = 1e-5):
         super().__init__()
@@ -43,6 +44,7 @@ class CrossAttentionBlock(nn.Module):
         q = q + self.xattn(q, self.norm1(x))        # only the tokens are normalised
         return q + self.mlp(self.norm2(q))
 
+# %% ../nbs/06_probe.ipynb #03d4861f
 class AttentivePooler(nn.Module):
     def __init__(self, cfg: ProbeConfig):
         super().__init__()
@@ -54,6 +56,7 @@ class AttentivePooler(nn.Module):
         x = run_blocks(self.blocks, x)
         return self.cross_attention_block(self.query_tokens.expand(x.shape[0], -1, -1), x)
 
+# %% ../nbs/06_probe.ipynb #95d5f761
 class AttentiveClassifier(nn.Module):
     "`forward(tokens [B, N, D]) -> logits [B, num_classes]` (one query), or `[B, Q, num_classes]`."
     def __init__(self, cfg: ProbeConfig | None = None, **overrides):

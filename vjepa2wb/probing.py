@@ -29,6 +29,7 @@ def encode_dataset(encoder, dataset: Dataset, crop: int, batch_size: int = 16, d
         labels.append(batch["label"])
     return torch.cat(feats), torch.cat(labels)
 
+# %% ../nbs/12_probing.ipynb #ee796dde
 def fit_probe(train: tuple, val: tuple, num_classes: int, epochs: int = 40, lr: float = 1e-3, batch_size: int = 32,
               depth: int = 1, num_heads: int = 4, seed: int = 0, device="cpu") -> tuple[AttentiveClassifier, float]:
     "Train an attentive probe on frozen tokens; return it and its top-1 accuracy (%) on `val`."
@@ -50,6 +51,7 @@ def fit_probe(train: tuple, val: tuple, num_classes: int, epochs: int = 40, lr: 
         pred = torch.cat([probe(xv[i:i + 256].to(device)).argmax(-1).cpu() for i in range(0, len(xv), 256)])
     return probe, (pred == yv).float().mean().item() * 100
 
+# %% ../nbs/12_probing.ipynb #7f175379
 def probe_accuracy(encoder, train_ds: Dataset, val_ds: Dataset, num_classes: int, crop: int, device="cpu", **kw) -> float:
     "Top-1 accuracy (%) on `val_ds` of an attentive probe trained on `train_ds`, the encoder frozen."
     tr = encode_dataset(encoder, train_ds, crop, device=device)

@@ -29,6 +29,7 @@ class TaskInstance:
     subgoal_frames: list = field(default_factory=list)
     cube_rest_z: float = 0.025
 
+# %% ../nbs/14_tasks.ipynb #dc51b038
 def _wrap(a):
     return (a + np.pi) % (2 * np.pi) - np.pi
 
@@ -40,6 +41,7 @@ def move_toward(state: np.ndarray, target_xyz, gripper: float, yaw: float = 0.0,
         d *= max_step / n
     return np.concatenate([d, [0.0, 0.0, yaw], [gripper - state[6]]])
 
+# %% ../nbs/14_tasks.ipynb #22acb069
 def _heading(arm: SimArm) -> float:
     R = arm.data.site_xmat[arm.model.site("tcp").id].reshape(3, 3)
     return float(np.arctan2(R[1, 0], R[0, 0]))
@@ -61,11 +63,13 @@ def sample_goal(name: str, seed: int, cube_xy) -> np.ndarray:
         if np.linalg.norm(xy - cube_xy) > 0.12:
             return np.array([*xy, 0.025])
 
+# %% ../nbs/14_tasks.ipynb #6c02a115
 def cube_grasped(arm: SimArm, rest_z: float) -> bool:
     "The cube is off the table and between the fingers."
     cube, tcp = arm.object_pos("cube"), arm.state()[:3]
     return bool(cube[2] > rest_z + 0.02 and np.linalg.norm(cube - tcp) < 0.05 and arm.state()[6] > 0.2)
 
+# %% ../nbs/14_tasks.ipynb #e1295f9a
 def success(task: TaskInstance, arm: SimArm) -> bool:
     "Whether the arm's current scene solves `task`."
     tcp, cube = arm.state()[:3], arm.object_pos("cube")
@@ -122,6 +126,7 @@ def scripted_episode(task: TaskInstance, arm: SimArm, max_steps: int = 80, on_ph
         if max_steps <= 0:
             return
 
+# %% ../nbs/14_tasks.ipynb #c498d9e2
 def make_task(arm: SimArm, name: str, seed: int) -> TaskInstance:
     "A task instance: the scene of `seed`, its goal, and goal (and sub-goal) images from the scripted solution."
     if name not in TASKS:

@@ -42,6 +42,7 @@ def encoder_fingerprint(encoder) -> str:
         h.update(k.encode()); h.update(v.detach().cpu().float().numpy().tobytes())
     return h.hexdigest()[:16]
 
+# %% ../nbs/17_train_ac.ipynb #d1387558
 def _episode_key(kind: str, path: str, index: int) -> str:
     p = Path(path)
     files = sorted(q for q in (p.rglob("*") if p.is_dir() else [p]) if q.is_file())
@@ -82,6 +83,7 @@ class FeatureCache(Dataset):
         feats, states = self.items[i]
         return torch.from_numpy(np.array(feats[start:start + frames])), torch.from_numpy(states[start:start + frames]).float()
 
+# %% ../nbs/17_train_ac.ipynb #dc364274
 def clip_index(cache: FeatureCache, frames: int) -> list[tuple[int, int]]:
     "Every `(episode, start)` with `frames` frames available."
     return [(i, s) for i, (f, _) in enumerate(cache.items) for s in range(0, len(f) - frames + 1)]
@@ -150,6 +152,7 @@ def split_episodes(roots, val_fraction: float = 0.2, seed: int = 0) -> tuple[lis
     n_val = min(len(eps) - 1, max(1, round(val_fraction * len(eps))))
     return [eps[i] for i in order[n_val:]], [eps[i] for i in order[:n_val]]
 
+# %% ../nbs/17_train_ac.ipynb #a12991a1
 @dataclass
 class ACTrainConfig:
     model_size: str = "tiny"
@@ -202,6 +205,7 @@ class ACTrainConfig:
                                                        "max_num_frames": max(2, self.frames) * encoder_cfg.tubelet_size,
                                                        "roll_center": math.pi, "residual": True, **self.predictor})
 
+# %% ../nbs/17_train_ac.ipynb #dbe29c7e
 def _ac_param_groups(predictor, action_scale: float) -> list[dict]:
     "`param_groups`, with the action encoder's weight in a group of its own: `action_scale` times the rate, no decay."
     w = predictor.action_encoder.weight
@@ -290,6 +294,7 @@ def main(argv: list[str]):
     "torchrun entry point: `python -m vjepa2wb.train_ac out/launch.json`."
     launched(argv, _train_ac_spec)
 
+# %% ../nbs/17_train_ac.ipynb #76b54202
 def run_train_ac(cfg: ACTrainConfig, encoder, episodes: list, out, nproc: int = 1, resume: bool = False, device: str | None = None,
                  cache_dir=None, progress: bool = True) -> pd.DataFrame:
     "Cache the features of `episodes` (`find_episodes` entries), then train here or under torchrun with `nproc` processes."

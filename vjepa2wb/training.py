@@ -73,6 +73,7 @@ def param_groups(*modules) -> list[dict]:
                 (no_decay if p.ndim <= 1 or n.endswith(".bias") else decay).append(p)
     return [{"params": decay, "wd_exclude": False}, {"params": no_decay, "wd_exclude": True, "weight_decay": 0.0}]
 
+# %% ../nbs/10b_training.ipynb #b59e3b2b
 def apply_schedule(opt: torch.optim.Optimizer, schedule: Schedule, step: int) -> tuple[float, float]:
     "Set each group's learning rate and weight decay for `step`; return the step's `(lr, weight_decay)`."
     lr, wd = schedule.lr_at(step), schedule.wd_at(step)
@@ -104,6 +105,7 @@ class StepSampler(Sampler):
 
     def __len__(self): return self.steps - self.start
 
+# %% ../nbs/10b_training.ipynb #09730085
 class EpochClips(Dataset):
     "`dataset` indexed by `(index, epoch)`: its parts that draw per epoch (`set_epoch`) are told the epoch first."
     def __init__(self, dataset):
@@ -118,6 +120,7 @@ class EpochClips(Dataset):
             d.set_epoch(epoch)
         return self.dataset[i]
 
+# %% ../nbs/10b_training.ipynb #71aa9204
 def step_seed(seed: int, step: int, rank: int = 0) -> int:
     "The seed of step `step` on process `rank` (masks and augmentation)."
     return (seed * 1_000_003 + step) * 101 + rank
@@ -193,6 +196,7 @@ def torchrun(module: str, launch: Path, nproc: int):
     if proc.wait():
         raise RuntimeError(f"torchrun with {nproc} processes failed (exit {proc.returncode}):\n{tail.decode(errors='replace')}")
 
+# %% ../nbs/10b_training.ipynb #95a0397a
 def launch(module: str, spec: dict, out, nproc: int) -> pd.DataFrame:
     "Train `module`'s job with `spec` under torchrun with `nproc` processes; the run's metrics."
     out = Path(out)
@@ -200,6 +204,7 @@ def launch(module: str, spec: dict, out, nproc: int) -> pd.DataFrame:
     torchrun(module, write_json(out / "launch.json", spec), nproc)
     return pd.read_parquet(out / "metrics.parquet")
 
+# %% ../nbs/10b_training.ipynb #c2a55377
 def launched(argv: list[str], run):
     "The torchrun side of `launch`: `run(spec)` with the spec file `argv[0]`; the process group is closed after."
     try:

@@ -38,6 +38,7 @@ def world_model_encoder(wm):
         raise ValueError("a world model needs an encoder (or target_encoder) and an ac_predictor")
     return encoder
 
+# %% ../nbs/10a_world_model.ipynb #10fb70f2
 @torch.no_grad()
 def encode_frames(encoder, frames: torch.Tensor, crop: int, batch_size: int = 32) -> torch.Tensor:
     "Layer-normalised float32 tokens `[T, P, D]` of uint8 frames `[T, H, W, 3]`, on the encoder's device."
@@ -99,6 +100,7 @@ def fixture_world_model():
     hp = json.loads((fix / "manifest.json").read_text())["hyperparameters"]
     return load_checkpoint(fix / "ac_checkpoint.pt", encoder=hp["encoder"], ac_predictor=hp["ac_predictor"])
 
+# %% ../nbs/10a_world_model.ipynb #9e41df97
 def default_world_model():
     "`(world_model, description)`: `make run`'s AC model if there is one, else the tiny conformance-fixture model."
     ck = latest_checkpoint(project_root() / "outputs" / "run" / "latest" / "train_ac")
