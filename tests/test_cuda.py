@@ -62,7 +62,8 @@ def test_bf16_autocast_matches_fp32_and_trains(fix, hp):
 
 @torch.no_grad()
 def test_compiled_rope_matches_eager():
-    from vjepa2wb.layers import _COMPILED, _rope_math, apply_rope, grid_positions, rope_table
+    from vjepa2wb.kernels import _COMPILED, apply_rope, rope_math as _rope_math
+    from vjepa2wb.layers import grid_positions, rope_table
     cos, sin = rope_table(grid_positions(2, 16, 16).cuda(), 64)
     q = torch.randn(4, 512, 3, 16, 64, device="cuda").permute(2, 0, 3, 1, 4)[0]      # the strided view attention passes
     ref = _rope_math(q, cos[None], sin[None])
@@ -74,7 +75,8 @@ def test_compiled_rope_matches_eager():
 
 @torch.no_grad()
 def test_compiled_block_step_matches_eager():
-    from vjepa2wb.layers import _COMPILED, block_step, cached_block_step, grid_positions, make_blocks, rope_table
+    from vjepa2wb.kernels import _COMPILED, block_step, cached_block_step
+    from vjepa2wb.layers import grid_positions, make_blocks, rope_table
     torch.manual_seed(0)
     blk = make_blocks(1, 256, 4, 1024, "gelu", True, 1e-6)[0].cuda().eval()
     cos, sin = rope_table(grid_positions(2, 8, 8).cuda(), 64)
@@ -94,7 +96,8 @@ def test_compiled_block_step_matches_eager():
 
 @torch.no_grad()
 def test_fused_gelu_mlp_within_half_precision_rounding():
-    from vjepa2wb.layers import MLP, mlp_inference
+    from vjepa2wb.kernels import mlp_inference
+    from vjepa2wb.layers import MLP
     torch.manual_seed(0)
     mlp = MLP(256, 1024).cuda()
     x = torch.randn(4, 300, 256, device="cuda")

@@ -13,7 +13,8 @@ from fastcore.basics import patch
 from torch import nn
 
 from .core import ACPredictorConfig, ac_predictor_config
-from .layers import cached_block_step, grid_positions, init_weights_, make_blocks, rope_table, run_blocks
+from .kernels import cached_block_step
+from .layers import grid_positions, init_weights_, make_blocks, rope_table, run_blocks
 
 # %% auto #0
 __all__ = ['frame_causal_mask', 'ac_positions', 'VisionTransformerPredictorAC']

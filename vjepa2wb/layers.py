@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 
 import torch
 import torch.nn.functional as F
@@ -14,11 +13,11 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .core import rope_dims_per_axis
+from .kernels import apply_rope, rope_math, swap_pairs
 
 # %% auto #0
-__all__ = ['GPU_COMPILE_MODE', 'grid_positions', 'index_positions', 'rope_table', 'swap_pairs', 'gpu_compiled', 'apply_rope',
-           'Attention', 'MLP', 'SwiGLU', 'Block', 'make_blocks', 'run_blocks', 'block_step', 'mlp_inference',
-           'cached_block_step', 'init_weights_']
+__all__ = ['grid_positions', 'index_positions', 'rope_table', 'Attention', 'MLP', 'SwiGLU', 'Block', 'make_blocks', 'run_blocks',
+           'init_weights_']
 
 # %% ../nbs/02_layers.ipynb #e822e613
 def grid_positions(T: int, H: int, W: int, device=None) -> torch.Tensor:
@@ -46,64 +45,6 @@ def rope_table(pos: torch.Tensor, head_dim: int, base: float = 10000.0) -> tuple
     rest = angles.new_zeros(*angles.shape[:-1], head_dim - 3 * d)
     sign = torch.tensor([-1.0, 1.0], device=pos.device).repeat(head_dim // 2)
     return torch.cat([angles.cos(), rest + 1], -1), torch.cat([angles.sin(), rest], -1) * sign
-
-# %% ../nbs/02_layers.ipynb #570471be
-def swap_pairs(x: torch.Tensor) -> torch.Tensor:
-    "Swap the channels of each pair: `(a, b) -> (b, a)`."
-    return x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
-
-# %% ../nbs/02_layers.ipynb #a327396f
-def _rope_math(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
-    xf = x.float()
-    return (xf * cos).addcmul_(swap_pairs(xf), signed_sin).to(x.dtype)
-
-_COMPILED = {}
-GPU_COMPILE_MODE = None                   # torch.compile's mode for the GPU inference kernels (None: its default)
-
-def gpu_compiled(fn, *args):
-    """`fn(*args)` through `torch.compile` (static shapes, one per function and mode), for inference on a GPU.
-
-    None where compiling fails (after one warning): the caller's eager code serves. Inside a region
-    that is already being compiled, `fn` is simply called."""
-    if torch.compiler.is_compiling():
-        return fn(*args)
-    key = (fn, GPU_COMPILE_MODE)
-    compiled = _COMPILED.get(key)
-    if compiled is False:
-        return None
-    if compiled is None:
-        compiled = _COMPILED[key] = torch.compile(fn, dynamic=False, mode=GPU_COMPILE_MODE)
-    try:
-        return compiled(*args)
-    except Exception as e:                        # no Triton, no compiler: the eager kernels serve
-        warnings.warn(f"{fn.__name__} runs eagerly: its compiled GPU kernel failed ({type(e).__name__}: {e})")
-        _COMPILED[key] = False
-        return None
-
-# %% ../nbs/02_layers.ipynb #da0c43fe
-def _gpu_rope(x, cos, signed_sin):
-    """`_rope_math` as one compiled kernel: one read of `x` and one write, laid out heads-inner like the
-    fused qkv, so that attention's output reshapes without a copy. None where compiling fails."""
-    out = gpu_compiled(_rope_math, x.transpose(-3, -2), cos.transpose(-3, -2), signed_sin.transpose(-3, -2))
-    return None if out is None else out.transpose(-3, -2)
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
-    """Rotate `x` `[B, heads, N, head_dim]` by a table `[N, head_dim]` or `[B, N, head_dim]`.
-
-    In float32; at inference on a GPU, one compiled kernel; on a CPU in bfloat16 or float16, in that dtype."""
-    cos, signed_sin = cos.unsqueeze(-3), signed_sin.unsqueeze(-3)   # broadcast over heads
-    if torch.is_grad_enabled() and x.requires_grad or torch.compiler.is_compiling():
-        return _rope_math(x, cos, signed_sin)
-    if x.is_cuda and (out := _gpu_rope(x, cos, signed_sin)) is not None:
-        return out
-    xf = x if x.dtype in (torch.bfloat16, torch.float16) else x.float()
-    cos, signed_sin = cos.to(xf.dtype), signed_sin.to(xf.dtype)
-    # inference: write even and odd channels straight into one output, with no temporaries
-    out = torch.empty(torch.broadcast_shapes(xf.shape, cos.shape), device=x.device, dtype=xf.dtype)
-    a, b, even, odd = xf[..., 0::2], xf[..., 1::2], out[..., 0::2], out[..., 1::2]
-    torch.mul(a, cos[..., 0::2], out=even).addcmul_(b, signed_sin[..., 0::2])
-    torch.mul(b, cos[..., 1::2], out=odd).addcmul_(a, signed_sin[..., 1::2])
-    return out.to(x.dtype)
 
 # %% ../nbs/02_layers.ipynb #c4bfb589
 class Attention(nn.Module):
@@ -176,37 +117,6 @@ def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, rope=None, attn_mask=None
         else:
             x = blk(x, rope, attn_mask)
     return x
-
-# %% ../nbs/02_layers.ipynb #bab01e15
-def block_step(blk: Block, x: torch.Tensor, rope, past=None):
-    """One block at inference over new tokens `x` `[B, N, W]` that attend to themselves and to `past`, the
-    cached `(k, v)` of earlier tokens; returns the new `x` and `(k, v)` with this call's appended."""
-    B, N, W = x.shape
-    a = blk.attn
-    q, k, v = a.qkv(blk.norm1(x)).view(B, N, 3, a.num_heads, W // a.num_heads).permute(2, 0, 3, 1, 4)
-    q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-    if past is not None:
-        k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)
-    att = F.scaled_dot_product_attention(q, k, v if v.is_cuda else v.contiguous())
-    x = x + a.proj(att.transpose(1, 2).reshape(B, N, W))
-    return x + mlp_inference(blk.mlp, blk.norm2(x)), (k, v)
-
-# %% ../nbs/02_layers.ipynb #c96b9019
-def mlp_inference(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """`mlp(x)` at inference. In half precision on a GPU, a GELU MLP's first bias and activation run in
-    its matmul's epilogue (cuBLASLt's tanh form of GELU: within 5e-4 of the exact one, about 25 times
-    below bfloat16's own rounding of the result), which saves a pass over its widest activations."""
-    if type(mlp) is MLP and x.is_cuda and x.dtype in (torch.bfloat16, torch.float16):
-        h = torch._addmm_activation(mlp.fc1.bias, x.flatten(0, -2), mlp.fc1.weight.t(), use_gelu=True)
-        return mlp.fc2(h).view_as(x)
-    return mlp(x)
-
-# %% ../nbs/02_layers.ipynb #e9a5238f
-def cached_block_step(blk: Block, x: torch.Tensor, rope, past=None):
-    "`block_step`; at inference on a GPU, one compiled graph per block shape, so its norms, RoPE and residuals fuse."
-    if x.is_cuda and not torch.is_grad_enabled() and (out := gpu_compiled(block_step, blk, x, rope, past)) is not None:
-        return out
-    return block_step(blk, x, rope, past)
 
 # %% ../nbs/02_layers.ipynb #a441f04f
 @torch.no_grad()

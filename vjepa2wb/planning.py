@@ -5,9 +5,6 @@
 # %% ../nbs/18_planning.ipynb #116a7328
 from __future__ import annotations
 
-import ctypes
-import functools
-import platform
 import time
 from dataclasses import asdict, dataclass, fields, replace
 
@@ -18,8 +15,7 @@ from .world_model import MODES, encode_frames, imagine, world_model_encoder
 
 # %% auto #0
 __all__ = ['PRESETS', 'energy', 'action_grid', 'energy_grid', 'grid_axis', 'landscape_argmin', 'draw_actions', 'rollout',
-           'keep_freed_memory', 'Planner', 'planner_settings', 'cem_search', 'cem', 'plan_flops', 'Plan', 'plan_step',
-           'run_mpc']
+           'Planner', 'planner_settings', 'cem_search', 'cem', 'plan_flops', 'Plan', 'plan_step', 'run_mpc']
 
 # %% ../nbs/18_planning.ipynb #65c4468c
 def energy(reps: torch.Tensor, goal_reps: torch.Tensor) -> torch.Tensor:
@@ -94,17 +90,6 @@ def rollout(predictor, context_reps: torch.Tensor, context_state: torch.Tensor, 
     chunk = chunk or _chunk_size(predictor, len(actions), context_reps.device)
     return torch.cat([imagine(predictor, context_reps.expand(len(a), P, D), context_state.reshape(1, 7).expand(len(a), 7), a, mode)[:, -1]
                       for a in actions.split(chunk)])
-
-# %% ../nbs/18_planning.ipynb #5c451d2f
-@functools.cache
-def keep_freed_memory() -> bool:
-    """Let glibc keep what torch frees in its heap (up to 1 GB; blocks under 256 MB never go back to the
-    kernel), so that same-sized temporaries reuse warm pages. Once per process; True where it took effect."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    libc = ctypes.CDLL("libc.so.6")
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-    return bool(libc.mallopt(M_MMAP_THRESHOLD, 256 << 20) and libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
 
 # %% ../nbs/18_planning.ipynb #e8d1572c
 @dataclass(frozen=True)
