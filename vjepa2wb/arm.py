@@ -14,6 +14,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import numpy as np
 import torch
+from fastcore.basics import patch
 
 from .pose import compute_new_pose, euler_to_matrix, matrix_to_euler
 
@@ -176,75 +177,86 @@ class SimArm(Arm):
         self._light0 = self.model.light_diffuse.copy()
         self._t = 0.0
 
-    # -- state and pixels
-    def state(self) -> np.ndarray:
-        d, site = self.data, self.model.site("tcp").id
-        R = torch.from_numpy(d.site_xmat[site].reshape(3, 3).copy())
-        closed = 1.0 - (d.joint("finger_joint1").qpos[0] + d.joint("finger_joint2").qpos[0]) / (2 * FINGER_OPEN)
-        return np.concatenate([d.site_xpos[site], matrix_to_euler(R).numpy(), [np.clip(closed, 0.0, 1.0)]])
-
-    def render(self) -> np.ndarray:
-        self.renderer.update_scene(self.data, camera="exterior")
-        frame = self.renderer.render()
-        _release_gl()               # so that the next frame may be rendered from any thread
-        k = self.supersample
-        if k == 1:
-            return frame.copy()
-        h, w = frame.shape[0] // k, frame.shape[1] // k
-        return frame.reshape(h, k, w, k, 3).mean((1, 3), dtype=np.float32).round().astype(np.uint8)
-
-    def _observe(self, info: dict | None = None) -> Observation:
-        return Observation(self.render(), self.state(), self._t, info or {})
-
-    def object_pos(self, name: str) -> np.ndarray:
-        return self.data.body(name).xpos.copy()
-
-    # -- the interface
-    def reset(self, seed: int = 0) -> Observation:
-        mj, m, d = self._mj, self.model, self.data
-        rng = np.random.default_rng(seed)
-        mj.mj_resetData(m, d)
-        d.qpos[:7] = HOME_QPOS
-        d.qpos[7:9] = FINGER_OPEN
-        cube_xy = [rng.uniform(0.4, 0.62), rng.uniform(-0.2, 0.1)]
-        cup_xy = [rng.uniform(0.4, 0.62), rng.uniform(0.18, 0.3)]
-        d.joint("cube").qpos[:] = [*cube_xy, 0.025, *self._yaw_quat(rng.uniform(-np.pi, np.pi))]
-        d.joint("cup").qpos[:] = [*cup_xy, 0.0, 1, 0, 0, 0]
-        m.light_diffuse[:] = self._light0 * rng.uniform(0.85, 1.15)
-        d.ctrl[:7] = HOME_QPOS
-        d.ctrl[7] = 255.0
-        mj.mj_forward(m, d)
-        for _ in range(50):                       # let the objects settle on the table
-            mj.mj_step(m, d)
-        self._t = 0.0
-        return self._observe()
-
     @staticmethod
     def _yaw_quat(yaw: float) -> list:
         return [np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)]
 
-    def step(self, action) -> Observation:
-        a = check_action(action).copy()
-        info = {"clipped_step": False, "clipped_workspace": False}
-        norm = np.linalg.norm(a[:3])
-        if norm > self.max_translation:
-            a[:3] *= self.max_translation / norm; info["clipped_step"] = True
-        if np.abs(a[3:6]).max() > self.max_rotation:
-            a[3:6] = np.clip(a[3:6], -self.max_rotation, self.max_rotation); info["clipped_step"] = True
-        target = compute_new_pose(torch.from_numpy(self.state()), torch.from_numpy(a)).numpy()
-        xyz = self.workspace.clip(target[:3])
-        if not np.allclose(xyz, target[:3]):
-            target[:3] = xyz; info["clipped_workspace"] = True
-        q, err = solve_ik(self.model, self._scratch, self.data.qpos[:7].copy(), target[:3],
-                          euler_to_matrix(torch.from_numpy(target[3:6])).numpy())
-        self.data.ctrl[:7] = q
-        self.data.ctrl[7] = 255.0 * (1.0 - target[6])
-        for _ in range(self._substeps):
-            self._mj.mj_step(self.model, self.data)
-        self._t += self.control_period
-        info.update(target_state=target, ik_error=err)
-        return self._observe(info)
+# %% ../nbs/13_arm.ipynb #9b82162b
+# -- state and pixels
+@patch
+def state(self: SimArm) -> np.ndarray:
+    d, site = self.data, self.model.site("tcp").id
+    R = torch.from_numpy(d.site_xmat[site].reshape(3, 3).copy())
+    closed = 1.0 - (d.joint("finger_joint1").qpos[0] + d.joint("finger_joint2").qpos[0]) / (2 * FINGER_OPEN)
+    return np.concatenate([d.site_xpos[site], matrix_to_euler(R).numpy(), [np.clip(closed, 0.0, 1.0)]])
 
-    def close(self):
-        if getattr(self, "renderer", None) is not None:
-            self.renderer.close(); self.renderer = None
+@patch
+def render(self: SimArm) -> np.ndarray:
+    self.renderer.update_scene(self.data, camera="exterior")
+    frame = self.renderer.render()
+    _release_gl()               # so that the next frame may be rendered from any thread
+    k = self.supersample
+    if k == 1:
+        return frame.copy()
+    h, w = frame.shape[0] // k, frame.shape[1] // k
+    return frame.reshape(h, k, w, k, 3).mean((1, 3), dtype=np.float32).round().astype(np.uint8)
+
+@patch
+def _observe(self: SimArm, info: dict | None = None) -> Observation:
+    return Observation(self.render(), self.state(), self._t, info or {})
+
+@patch
+def object_pos(self: SimArm, name: str) -> np.ndarray:
+    return self.data.body(name).xpos.copy()
+
+# %% ../nbs/13_arm.ipynb #6f081221
+# -- the interface
+@patch
+def reset(self: SimArm, seed: int = 0) -> Observation:
+    mj, m, d = self._mj, self.model, self.data
+    rng = np.random.default_rng(seed)
+    mj.mj_resetData(m, d)
+    d.qpos[:7] = HOME_QPOS
+    d.qpos[7:9] = FINGER_OPEN
+    cube_xy = [rng.uniform(0.4, 0.62), rng.uniform(-0.2, 0.1)]
+    cup_xy = [rng.uniform(0.4, 0.62), rng.uniform(0.18, 0.3)]
+    d.joint("cube").qpos[:] = [*cube_xy, 0.025, *self._yaw_quat(rng.uniform(-np.pi, np.pi))]
+    d.joint("cup").qpos[:] = [*cup_xy, 0.0, 1, 0, 0, 0]
+    m.light_diffuse[:] = self._light0 * rng.uniform(0.85, 1.15)
+    d.ctrl[:7] = HOME_QPOS
+    d.ctrl[7] = 255.0
+    mj.mj_forward(m, d)
+    for _ in range(50):                       # let the objects settle on the table
+        mj.mj_step(m, d)
+    self._t = 0.0
+    return self._observe()
+
+
+
+@patch
+def step(self: SimArm, action) -> Observation:
+    a = check_action(action).copy()
+    info = {"clipped_step": False, "clipped_workspace": False}
+    norm = np.linalg.norm(a[:3])
+    if norm > self.max_translation:
+        a[:3] *= self.max_translation / norm; info["clipped_step"] = True
+    if np.abs(a[3:6]).max() > self.max_rotation:
+        a[3:6] = np.clip(a[3:6], -self.max_rotation, self.max_rotation); info["clipped_step"] = True
+    target = compute_new_pose(torch.from_numpy(self.state()), torch.from_numpy(a)).numpy()
+    xyz = self.workspace.clip(target[:3])
+    if not np.allclose(xyz, target[:3]):
+        target[:3] = xyz; info["clipped_workspace"] = True
+    q, err = solve_ik(self.model, self._scratch, self.data.qpos[:7].copy(), target[:3],
+                      euler_to_matrix(torch.from_numpy(target[3:6])).numpy())
+    self.data.ctrl[:7] = q
+    self.data.ctrl[7] = 255.0 * (1.0 - target[6])
+    for _ in range(self._substeps):
+        self._mj.mj_step(self.model, self.data)
+    self._t += self.control_period
+    info.update(target_state=target, ik_error=err)
+    return self._observe(info)
+
+@patch
+def close(self: SimArm):
+    if getattr(self, "renderer", None) is not None:
+        self.renderer.close(); self.renderer = None

@@ -12,6 +12,7 @@ import zlib
 
 import numpy as np
 import torch
+from fastcore.basics import patch
 
 from dataclasses import replace
 
@@ -77,57 +78,62 @@ class LivePlanner:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def step(self) -> bool:
-        "Plan once and execute the first action; False when stopped or refused (see `error`)."
-        if self.goal_reps is None:
-            raise ValueError("choose a goal first (set_goal)")
-        if threading.current_thread() is not self._thread:
-            self._stop.clear()                   # a direct call, not the worker's: an old Stop does not apply
-        with self._lock:
-            self.cem_curve = []
-            def on_iteration(i, elite):
-                self.cem_curve.append(elite.mean().item())
-                self._notify("iteration")
-                return self._stop.is_set()
-            plan = plan_step(self.wm, self.obs.frame, self.obs.state, self.goal_reps, self.planner, self.crop,
-                             previous=self.last_plan, on_iteration=on_iteration)
-            if self._stop.is_set():
-                return False
-            action = plan.action.double().numpy()
-            if not (np.isfinite(action).all() and np.isfinite(plan.energy)):
-                self.error = f"the planner returned a non-finite action {action.tolist()} (energy {plan.energy}); nothing was sent to the arm"
-                return False
-            self.obs, self.last_plan, self.error = self.arm.step(action), plan, None
-            self.history.append(dict(step=len(self.history), energy=plan.energy, seconds=plan.seconds, iterations=plan.iterations,
-                                     flops=plan.flops, action=action.tolist(), state=self.obs.state.tolist()))
-        self._notify("step")
-        return True
+# %% ../nbs/19_live.ipynb #2132bbd6
+@patch
+def step(self: LivePlanner) -> bool:
+    "Plan once and execute the first action; False when stopped or refused (see `error`)."
+    if self.goal_reps is None:
+        raise ValueError("choose a goal first (set_goal)")
+    if threading.current_thread() is not self._thread:
+        self._stop.clear()                   # a direct call, not the worker's: an old Stop does not apply
+    with self._lock:
+        self.cem_curve = []
+        def on_iteration(i, elite):
+            self.cem_curve.append(elite.mean().item())
+            self._notify("iteration")
+            return self._stop.is_set()
+        plan = plan_step(self.wm, self.obs.frame, self.obs.state, self.goal_reps, self.planner, self.crop,
+                         previous=self.last_plan, on_iteration=on_iteration)
+        if self._stop.is_set():
+            return False
+        action = plan.action.double().numpy()
+        if not (np.isfinite(action).all() and np.isfinite(plan.energy)):
+            self.error = f"the planner returned a non-finite action {action.tolist()} (energy {plan.energy}); nothing was sent to the arm"
+            return False
+        self.obs, self.last_plan, self.error = self.arm.step(action), plan, None
+        self.history.append(dict(step=len(self.history), energy=plan.energy, seconds=plan.seconds, iterations=plan.iterations,
+                                 flops=plan.flops, action=action.tolist(), state=self.obs.state.tolist()))
+    self._notify("step")
+    return True
 
-    def start(self, steps: int = 1) -> threading.Thread:
-        "Plan and execute up to `steps` actions in a background thread; `stop()` ends it."
-        if self.running:
-            raise RuntimeError("planning is already running: stop it first")
-        if self.goal_reps is None:
-            raise ValueError("choose a goal first (set_goal)")
-        self._stop.clear()
-        def work():
-            try:
-                for _ in range(steps):
-                    if self._stop.is_set() or not self.step():
-                        break
-            except Exception as e:                # shown in the panel rather than lost in a thread
-                self.error = f"{type(e).__name__}: {e}"
-            finally:
-                self._notify("done")
-        self._thread = threading.Thread(target=work, daemon=True)
-        self._thread.start()
-        return self._thread
+# %% ../nbs/19_live.ipynb #6b68847a
+@patch
+def start(self: LivePlanner, steps: int = 1) -> threading.Thread:
+    "Plan and execute up to `steps` actions in a background thread; `stop()` ends it."
+    if self.running:
+        raise RuntimeError("planning is already running: stop it first")
+    if self.goal_reps is None:
+        raise ValueError("choose a goal first (set_goal)")
+    self._stop.clear()
+    def work():
+        try:
+            for _ in range(steps):
+                if self._stop.is_set() or not self.step():
+                    break
+        except Exception as e:                # shown in the panel rather than lost in a thread
+            self.error = f"{type(e).__name__}: {e}"
+        finally:
+            self._notify("done")
+    self._thread = threading.Thread(target=work, daemon=True)
+    self._thread.start()
+    return self._thread
 
-    def stop(self, timeout: float | None = 30.0):
-        "Stop planning; it takes effect after the CEM iteration in progress."
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+@patch
+def stop(self: LivePlanner, timeout: float | None = 30.0):
+    "Stop planning; it takes effect after the CEM iteration in progress."
+    self._stop.set()
+    if self._thread is not None:
+        self._thread.join(timeout)
 
 # %% ../nbs/19_live.ipynb #b98667fb
 def _state_html(state) -> str:
