@@ -83,9 +83,9 @@ def test_pretrain_job_notebook(tmp_path):
     assert len(recipes) == 1 and recipes[0]["num_blocks"] == 2                # the one recipe asked for
     wm = load_checkpoint(summary["checkpoint"])
     assert wm.encoder is not None and wm.encoder.cfg.patch_size == 8         # an 8x8 token grid at crop 64
-    with pytest.raises(pm.PapermillExecutionError, match="masks"):
+    with pytest.raises(pm.PapermillExecutionError, match="parameter recipes"):
         pm.execute_notebook(ROOT / "nbs" / "pretrain.ipynb", tmp_path / "bad.ipynb", cwd=ROOT / "nbs",
-                            kernel_name="python3", parameters=dict(masks="half"), progress_bar=False)
+                            kernel_name="python3", parameters=dict(recipes="half"), progress_bar=False)
     with pytest.raises(pm.PapermillExecutionError, match="the noise after '@' must be a number"):
         pm.execute_notebook(ROOT / "nbs" / "pretrain.ipynb", tmp_path / "bad.ipynb", cwd=ROOT / "nbs",
                             kernel_name="python3", parameters=dict(data="synthetic@lots", output_dir=str(tmp_path / "bad")),
