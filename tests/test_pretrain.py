@@ -114,7 +114,7 @@ def test_evidence_preset_beats_random_init(tmp_path):
     "The issue's claim, from the job as run: the `evidence` preset's encoder beats random init by 10 points."
     out = tmp_path / "evidence"
     pm.execute_notebook(ROOT / "nbs" / "pretrain.ipynb", tmp_path / "evidence.ipynb", cwd=ROOT / "nbs", kernel_name="python3",
-                        parameters=dict(preset="evidence", output_dir=str(out)), progress_bar=False, execution_timeout=900)
+                        parameters=dict(preset="evidence", output_dir=str(out)), progress_bar=False, execution_timeout=2400)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 1200 and summary["probe_noise"] == 0.4
     assert summary["probe_acc_pretrained"] >= summary["probe_acc_random"] + 10, summary
