@@ -9,7 +9,7 @@ from conftest import ROOT
 
 def run(nb, tmp_path, **params):
     return pm.execute_notebook(ROOT / "nbs" / nb, tmp_path / "out.ipynb", parameters=params, cwd=ROOT / "nbs",
-                               kernel_name="python3", progress_bar=False, execution_timeout=600)
+                               kernel_name="python3", progress_bar=False, execution_timeout=1800)
 
 
 def test_bench_models_writes_summary(tmp_path):

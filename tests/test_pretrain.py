@@ -72,7 +72,7 @@ def test_pretrain_job_notebook(tmp_path):
     pm.execute_notebook(ROOT / "nbs" / "pretrain.ipynb", tmp_path / "out.ipynb", cwd=ROOT / "nbs", kernel_name="python3",
                         parameters=dict(steps=4, checkpoint_every=2, n_clips=16, encoder={"depth": 2, "patch_size": 8}, output_dir=str(out), data="synthetic@0.3",
                                         recipes=[dict(num_blocks=2, spatial_scale=[0.15, 0.15])]),
-                        progress_bar=False, execution_timeout=900)
+                        progress_bar=False, execution_timeout=1800)
     summary = json.loads((out / "summary.json").read_text())
     for key in ("probe_acc_pretrained", "probe_acc_random", "probe_acc_motion_pretrained", "probe_acc_appearance_random",
                 "final_loss", "target_std_final", "probe_margin"):
