@@ -11,11 +11,11 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['ENCODER_SIZES', 'PREDICTOR_SIZES', 'AC_PREDICTOR_SIZES', 'RELEASED_PREDICTOR', 'RELEASED_AC_PREDICTOR', 'ConfigError',
-           'CheckpointError', 'rope_dims_per_axis', 'mlp_width', 'EncoderConfig', 'PredictorConfig',
-           'ACPredictorConfig', 'ProbeConfig', 'resolve_config', 'encoder_config', 'predictor_config',
-           'ac_predictor_config', 'fixtures_dir', 'check_param', 'config_from', 'project_root', 'run_dir',
-           'write_atomic', 'write_json']
+__all__ = ['ENCODER_SIZES', 'PREDICTOR_SIZES', 'AC_PREDICTOR_SIZES', 'RELEASED_PREDICTOR', 'RELEASED_AC_PREDICTOR',
+           'PAPERMILL_NAMES', 'ConfigError', 'CheckpointError', 'rope_dims_per_axis', 'mlp_width', 'EncoderConfig',
+           'PredictorConfig', 'ACPredictorConfig', 'ProbeConfig', 'resolve_config', 'encoder_config',
+           'predictor_config', 'ac_predictor_config', 'fixtures_dir', 'check_param', 'config_from', 'project_root',
+           'run_dir', 'write_atomic', 'write_json', 'check_job_parameters']
 
 # %% ../nbs/00_core.ipynb #52b560d4
 class ConfigError(ValueError):
@@ -360,5 +360,44 @@ def write_atomic(path, data: bytes | str) -> Path:
     return path
 
 # %% ../nbs/00_core.ipynb #d879999f
+def _strict(obj):
+    "`obj` with every non-finite float as None and numpy scalars as Python numbers, for strict JSON."
+    if isinstance(obj, dict):
+        return {k: _strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict(v) for v in obj]
+    if hasattr(obj, "item") and getattr(obj, "ndim", None) == 0:
+        obj = obj.item()                              # numpy and torch scalars
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
 def write_json(path, obj) -> Path:
-    return write_atomic(path, json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n")
+    "Write `obj` as strict JSON, atomically: NaN and inf become null, never invalid JSON."
+    return write_atomic(path, json.dumps(_strict(obj), indent=1, sort_keys=True, default=str, allow_nan=False) + "\n")
+
+# %% ../nbs/00_core.ipynb #04e6d2ee
+import ast
+
+def _assigned(source: str) -> set:
+    "The names a cell's source assigns at its top level."
+    names = set()
+    for node in ast.parse(source).body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, (ast.AnnAssign, ast.AugAssign)) else []
+        names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+    return names
+
+PAPERMILL_NAMES = {"PAPERMILL_INPUT_PATH", "PAPERMILL_OUTPUT_PATH"}   # what papermill's --inject-* options add
+
+def check_job_parameters(namespace: dict):
+    "Refuse a papermill parameter that the job's parameters cell does not define, naming it, before any work."
+    cells = [s for s in namespace.get("In", []) if s]
+    injected = [s for s in cells if s.startswith("# Parameters\n")]
+    if not injected:
+        return
+    declared = set().union(*(_assigned(s) for s in cells[:cells.index(injected[0])]))
+    unknown = sorted(set().union(*(_assigned(s) for s in injected)) - declared - PAPERMILL_NAMES)
+    if unknown:
+        known = ", ".join(sorted(declared))
+        raise ValueError(f"unknown job parameter{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}: "
+                         f"this job takes {known}; nothing was run")
