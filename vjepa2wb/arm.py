@@ -42,8 +42,11 @@ class Workspace:
 
 # %% ../nbs/13_arm.ipynb #21b8b5d1
 def check_action(action, dim: int = 7) -> np.ndarray:
-    "The action as float64 `[dim]`, or a clear error (wrong shape, NaN, inf) before anything moves."
-    a = np.asarray(action, dtype=np.float64) if not torch.is_tensor(action) else action.detach().cpu().double().numpy()
+    "The action as float64 `[dim]`, or a clear error (not real numbers, wrong shape, NaN, inf) before anything moves."
+    a = action.detach().cpu().numpy() if torch.is_tensor(action) else np.asarray(action)
+    if a.dtype.kind not in "iuf":                 # bool, complex, strings and objects are not commands
+        raise ValueError(f"action must hold real numbers (int or float); got dtype {a.dtype}; the arm did not move")
+    a = a.astype(np.float64)
     if a.shape != (dim,):
         raise ValueError(f"action must have shape ({dim},) [dx, dy, dz, droll, dpitch, dyaw, dgripper]; got {a.shape}; the arm did not move")
     if not np.isfinite(a).all():
@@ -52,12 +55,20 @@ def check_action(action, dim: int = 7) -> np.ndarray:
 
 # %% ../nbs/13_arm.ipynb #907898cf
 class Arm:
-    "The interface every arm (simulated or real) offers."
+    """The interface every arm (simulated or real) offers. `step` is the one guarded entry: it checks the
+    command with `check_action`, then calls the adapter's `_move`. Adapters implement `_move`; overriding `step` is refused."""
     control_period = 0.25
     workspace: Workspace
     camera: dict
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        if "step" in vars(cls):
+            raise TypeError(f"{cls.__name__} overrides Arm.step: implement _move(action) instead, so that every command is checked")
     def reset(self, seed: int = 0) -> Observation: raise NotImplementedError
-    def step(self, action) -> Observation: raise NotImplementedError
+    def step(self, action) -> Observation:
+        "Execute one action `[7]` (metres, radians, gripper change); a bad command raises and nothing moves."
+        return self._move(check_action(action))
+    def _move(self, action: np.ndarray) -> Observation: raise NotImplementedError
     def close(self): pass
     def __enter__(self): return self
     def __exit__(self, *exc): self.close()
@@ -234,15 +245,17 @@ def reset(self: SimArm, seed: int = 0) -> Observation:
 
 
 @patch
-def step(self: SimArm, action) -> Observation:
-    a = check_action(action).copy()
-    info = {"clipped_step": False, "clipped_workspace": False}
+def _move(self: SimArm, action: np.ndarray) -> Observation:
+    a = action.copy()
+    info = {"clipped_step": False, "clipped_workspace": False, "clipped_gripper": False}
     norm = np.linalg.norm(a[:3])
     if norm > self.max_translation:
         a[:3] *= self.max_translation / norm; info["clipped_step"] = True
     if np.abs(a[3:6]).max() > self.max_rotation:
         a[3:6] = np.clip(a[3:6], -self.max_rotation, self.max_rotation); info["clipped_step"] = True
-    target = compute_new_pose(torch.from_numpy(self.state()), torch.from_numpy(a)).numpy()
+    state = self.state()
+    target = compute_new_pose(torch.from_numpy(state), torch.from_numpy(a)).numpy()
+    info["clipped_gripper"] = not 0.0 <= state[6] + a[6] <= 1.0
     xyz = self.workspace.clip(target[:3])
     if not np.allclose(xyz, target[:3]):
         target[:3] = xyz; info["clipped_workspace"] = True

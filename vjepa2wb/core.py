@@ -344,9 +344,13 @@ def project_root() -> Path:
     return Path.cwd()
 
 # %% ../nbs/00_core.ipynb #5d381bd1
-def run_dir(job: str, output_dir: str | None = None, run_id: str | None = None) -> Path:
-    "The folder a job writes into: `output_dir`, or `outputs/<job>/<run-id>` (run id: a timestamp)."
+def run_dir(job: str, output_dir: str | None = None, run_id: str | None = None, fresh: bool = False) -> Path:
+    """The folder a job writes into: `output_dir`, or `outputs/<job>/<run-id>` (run id: a timestamp).
+    With `fresh`, a folder that already holds files is refused: two runs never mix in one folder."""
     d = Path(output_dir) if output_dir else project_root() / "outputs" / job / (run_id or time.strftime("%Y%m%d-%H%M%S"))
+    if fresh and d.is_dir() and any(d.iterdir()):
+        raise ValueError(f"{d} already holds a run ({', '.join(sorted(p.name for p in d.iterdir())[:5])}, ...): "
+                         "choose a new output_dir or run_id, so that two runs never mix")
     d.mkdir(parents=True, exist_ok=True)
     return d
 

@@ -18,7 +18,7 @@ from dataclasses import replace
 
 from .episodes import find_episodes, read_episode
 from .planning import PRESETS, plan_step, planner_settings
-from .world_model import encode_frames, world_model_encoder
+from .world_model import NonFiniteError, encode_frames, world_model_encoder
 
 # %% auto #0
 __all__ = ['encode_png', 'decode_image', 'LivePlanner', 'live_panel']
@@ -84,22 +84,27 @@ def step(self: LivePlanner) -> bool:
     "Plan once and execute the first action; False when stopped or refused (see `error`)."
     if self.goal_reps is None:
         raise ValueError("choose a goal first (set_goal)")
-    if threading.current_thread() is not self._thread:
-        self._stop.clear()                   # a direct call, not the worker's: an old Stop does not apply
+    if threading.current_thread() is not self._thread:   # a direct call, not the worker's
+        if self.running and not self._stop.is_set():
+            raise RuntimeError("planning is running in the background: stop it first")
+        if self._thread is not None:
+            self._thread.join()                 # a Stop holds: the run ends before this single step
+        self._stop.clear()
     with self._lock:
         self.cem_curve = []
         def on_iteration(i, elite):
             self.cem_curve.append(elite.mean().item())
             self._notify("iteration")
             return self._stop.is_set()
-        plan = plan_step(self.wm, self.obs.frame, self.obs.state, self.goal_reps, self.planner, self.crop,
-                         previous=self.last_plan, on_iteration=on_iteration)
+        try:
+            plan = plan_step(self.wm, self.obs.frame, self.obs.state, self.goal_reps, self.planner, self.crop,
+                             previous=self.last_plan, on_iteration=on_iteration)
+        except NonFiniteError as e:
+            self.error = f"refused: {e}; nothing was sent to the arm"
+            return False
         if self._stop.is_set():
             return False
         action = plan.action.double().numpy()
-        if not (np.isfinite(action).all() and np.isfinite(plan.energy)):
-            self.error = f"the planner returned a non-finite action {action.tolist()} (energy {plan.energy}); nothing was sent to the arm"
-            return False
         self.obs, self.last_plan, self.error = self.arm.step(action), plan, None
         self.history.append(dict(step=len(self.history), energy=plan.energy, seconds=plan.seconds, iterations=plan.iterations,
                                  flops=plan.flops, action=action.tolist(), state=self.obs.state.tolist()))

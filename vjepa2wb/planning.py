@@ -6,12 +6,13 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
 
-from .world_model import MODES, encode_frames, imagine, world_model_encoder
+from .pose import compute_new_pose
+from .world_model import MODES, NonFiniteError, encode_frames, imagine, require_finite, world_model_encoder
 
 # %% auto #0
 __all__ = ['PRESETS', 'energy', 'action_grid', 'energy_grid', 'grid_axis', 'landscape_argmin', 'draw_actions', 'rollout',
@@ -160,7 +161,8 @@ def cem_search(predictor, context_reps, context_state, goal_reps, planner: Plann
                on_iteration=None) -> torch.Tensor:
     """The `[horizon, 7]` plan that CEM with settings `planner` finds from `context_reps` `[1,P,D]` and state `[1,7]`
     towards `goal_reps` `[1,P,D]`. `previous`, a plan, is the warm start when `planner.warm_start`;
-    `on_iteration(i, elite_energies)` is called after each iteration, and a true result stops the search."""
+    `on_iteration(i, elite_energies)` is called after each iteration, and a true result stops the search.
+    A non-finite energy of any sample raises `NonFiniteError`: top-k would still pick real-looking samples."""
     p, dev = planner, context_reps.device
     H = p.horizon
     warm = p.warm_start and previous is not None
@@ -169,6 +171,7 @@ def cem_search(predictor, context_reps, context_state, goal_reps, planner: Plann
     for i in range(p.iterations):
         actions = draw_actions(mean, std, p.samples, p.maxnorm)
         e = energy(rollout(predictor, context_reps, context_state, actions, p.mode, p.chunk), goal_reps)
+        require_finite(f"the energies of CEM iteration {i} (the world model's predictions)", e)
         best = e.topk(p.topk, largest=False)
         if i == 0:
             scale = e.max() - e.min()            # how much the energy varies over the first search radius
@@ -225,20 +228,25 @@ class Plan:
 @torch.no_grad()
 def plan_step(wm, frame, state, goal_reps, planner="fast", crop=None, previous: Plan | None = None,
               on_iteration=None) -> Plan:
-    "Plan from the current uint8 frame `[H,W,3]` and state `[7]` towards `goal_reps` `[1,P,D]`."
+    """Plan from the current uint8 frame `[H,W,3]` and state `[7]` towards `goal_reps` `[1,P,D]`;
+    a `NonFiniteError` names the first value that is not finite (state, goal, tokens, energies, action)."""
     t = time.perf_counter()
     planner = planner_settings(planner)
     encoder = world_model_encoder(wm)
     reps = encode_frames(encoder, torch.as_tensor(frame)[None], crop or encoder.cfg.img_size)      # [1, P, D]
-    state = torch.as_tensor(state, dtype=torch.float32).reshape(1, 7).to(reps.device)
+    state = require_finite("the arm's state", torch.as_tensor(state, dtype=torch.float32).reshape(1, 7)).to(reps.device)
+    require_finite("the goal's tokens", goal_reps)
     curve = []
     def hook(i, elite):
         curve.append(elite.mean().item())
         return on_iteration is not None and on_iteration(i, elite)
     plan = cem_search(wm.ac_predictor, reps, state, goal_reps, planner, None if previous is None else previous.actions, hook)
     after = imagine(wm.ac_predictor, reps, state, plan[None, :1], "reference")[:, -1]
+    require_finite("the planned action", plan[0])
+    require_finite("the state the action leads to", compute_new_pose(state[0].double(), plan[0].double()))
+    after_energy = require_finite("the predicted energy after the action", energy(after, goal_reps)).item()
     flops = plan_flops(wm.ac_predictor.cfg, planner.horizon, planner.samples, len(curve), planner.mode)
-    return Plan(plan[0].cpu(), plan.cpu(), energy(after, goal_reps).item(), len(curve), flops, time.perf_counter() - t, curve)
+    return Plan(plan[0].cpu(), plan.cpu(), after_energy, len(curve), flops, time.perf_counter() - t, curve)
 
 # %% ../nbs/18_planning.ipynb #98795854
 def run_mpc(arm, wm, obs, goal_frames: list, planner="fast", max_steps: int = 20, energy_threshold: float = 0.0,
@@ -246,16 +254,27 @@ def run_mpc(arm, wm, obs, goal_frames: list, planner="fast", max_steps: int = 20
     """Receding-horizon control of `arm` from observation `obs` towards each goal frame in turn; one record per executed step.
 
     Each goal gets up to `max_steps` actions; the loop moves on to the next goal as soon as the
-    predicted energy falls below `energy_threshold`, and ends early when `stop()` is true."""
+    predicted energy falls below `energy_threshold`, and ends early when `stop()` is true. A plan with a
+    non-finite value is never executed: `on_step` gets a record with `refused` (the reason), then `NonFiniteError` is raised."""
     encoder = world_model_encoder(wm)
     crop = crop or encoder.cfg.img_size
-    goals = [encode_frames(encoder, torch.as_tensor(g)[None], crop) for g in goal_frames]
     stopped = (lambda *_: stop()) if stop is not None else None
-    frame, state, records = obs.frame, obs.state, []
+    frame, state, records, goal = obs.frame, obs.state, [], 0
+    def refuse(e):                                       # logged as a refusal, then the session stops
+        if on_step is not None:
+            on_step(dict(step=len(records), goal=goal, refused=str(e), state=np.asarray(state).tolist(), frame=frame))
+        raise e
+    try:
+        goals = [encode_frames(encoder, torch.as_tensor(g)[None], crop) for g in goal_frames]
+    except NonFiniteError as e:
+        refuse(e)
     for goal, goal_reps in enumerate(goals):
         plan = None
         for _ in range(max_steps):
-            plan = plan_step(wm, frame, state, goal_reps, planner, crop, previous=plan, on_iteration=stopped)
+            try:
+                plan = plan_step(wm, frame, state, goal_reps, planner, crop, previous=plan, on_iteration=stopped)
+            except NonFiniteError as e:
+                refuse(e)
             if stop is not None and stop():
                 return records                           # a plan cut short is never executed
             if plan.energy < energy_threshold:

@@ -16,8 +16,8 @@ from .data import normalize
 from .pose import compute_new_pose
 
 # %% auto #0
-__all__ = ['MODES', 'preprocess_frames', 'world_model_encoder', 'encode_frames', 'predict_next', 'imagine', 'fixture_world_model',
-           'default_world_model']
+__all__ = ['MODES', 'preprocess_frames', 'NonFiniteError', 'require_finite', 'world_model_encoder', 'encode_frames',
+           'predict_next', 'imagine', 'fixture_world_model', 'default_world_model']
 
 # %% ../nbs/10a_world_model.ipynb #ac5f80f4
 def preprocess_frames(frames: torch.Tensor, crop: int) -> torch.Tensor:
@@ -30,6 +30,20 @@ def preprocess_frames(frames: torch.Tensor, crop: int) -> torch.Tensor:
         x = F.interpolate(x, size=(crop, crop), mode="bilinear", align_corners=False, antialias=False)
     return normalize(x.transpose(0, 1)[None])[0].transpose(0, 1)
 
+# %% ../nbs/10a_world_model.ipynb #099f1ae8
+class NonFiniteError(ValueError):
+    "A value that must be finite (tokens, energies, an action, a state) holds NaN or inf."
+
+def require_finite(what: str, x: torch.Tensor) -> torch.Tensor:
+    "`x` unchanged, or a `NonFiniteError` naming `what` and how many of its values are NaN or inf."
+    x = torch.as_tensor(x)
+    ok = torch.isfinite(x)
+    if not bool(ok.all()):
+        bad = x[~ok]
+        raise NonFiniteError(f"{what} is not finite: {bad.numel()} of {x.numel()} values are NaN or inf "
+                             f"({int(bad.isnan().sum())} NaN)")
+    return x
+
 # %% ../nbs/10a_world_model.ipynb #582caaf4
 def world_model_encoder(wm):
     "The encoder a world model plans and predicts with: `encoder`, else `target_encoder`; refused without one or without an AC predictor."
@@ -41,14 +55,14 @@ def world_model_encoder(wm):
 # %% ../nbs/10a_world_model.ipynb #10fb70f2
 @torch.no_grad()
 def encode_frames(encoder, frames: torch.Tensor, crop: int, batch_size: int = 32) -> torch.Tensor:
-    "Layer-normalised float32 tokens `[T, P, D]` of uint8 frames `[T, H, W, 3]`, on the encoder's device."
+    "Layer-normalised float32 tokens `[T, P, D]` of uint8 frames `[T, H, W, 3]`, on the encoder's device; non-finite tokens are refused."
     device = next(encoder.parameters()).device
     out = []
     for chunk in torch.as_tensor(frames).split(batch_size):
         x = preprocess_frames(chunk, crop).to(device)                             # [B, 3, crop, crop]
         h = encoder(x.unsqueeze(2).expand(-1, -1, encoder.cfg.tubelet_size, -1, -1))
         out.append(F.layer_norm(h.float(), (h.shape[-1],)))
-    return torch.cat(out)
+    return require_finite("the encoder's tokens", torch.cat(out))
 
 # %% ../nbs/10a_world_model.ipynb #3d9cfa04
 def predict_next(predictor, reps: torch.Tensor, actions: torch.Tensor, states: torch.Tensor, normalize_reps: bool = True) -> torch.Tensor:
