@@ -9,12 +9,12 @@ import io
 import struct
 import threading
 import zlib
+from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 from fastcore.basics import patch
-
-from dataclasses import replace
 
 from .episodes import find_episodes, read_episode
 from .planning import PRESETS, plan_step, planner_settings
@@ -140,12 +140,13 @@ def stop(self: LivePlanner, timeout: float | None = 30.0):
     if self._thread is not None:
         self._thread.join(timeout)
 
-# %% ../nbs/19_live.ipynb #b98667fb
+# %% ../nbs/19_live.ipynb #921c4674
 def _state_html(state) -> str:
     names = ["x", "y", "z", "roll", "pitch", "yaw", "gripper"]
     cells = "".join(f"<td style='padding:0 8px'><b>{n}</b><br>{v:+.3f}</td>" for n, v in zip(names, state))
     return f"<table><tr>{cells}</tr></table>"
 
+# %% ../nbs/19_live.ipynb #39c6e6be
 def _episode_frames(path, index: int) -> np.ndarray:
     "The frames of the `index`-th episode recorded under `path` (DROID, LeRobot or npz)."
     found = find_episodes(path) if path else []
@@ -155,99 +156,114 @@ def _episode_frames(path, index: int) -> np.ndarray:
         raise ValueError(f"episode {index} does not exist: {path} holds {len(found)}")
     return read_episode(*found[index]).frames
 
-def live_panel(live: LivePlanner, max_steps: int = 20):
-    "An ipywidgets panel driving `live`: camera and goal, goal chooser, planner settings, Step / Run / Stop, energy plots, state."
+# %% ../nbs/19_live.ipynb #79ece7ec
+def _panel_widgets(live: LivePlanner, max_steps: int) -> SimpleNamespace:
+    "Every widget of the panel, not yet connected."
     import ipywidgets as W
+    blank = live.goal_frame if live.goal_frame is not None else np.zeros_like(live.obs.frame)
+    return SimpleNamespace(
+        camera=W.Image(value=encode_png(live.obs.frame), format="png", width=256, height=256),
+        goal=W.Image(value=encode_png(blank), format="png", width=256, height=256),
+        source=W.ToggleButtons(options=["current view", "episode frame", "upload"], description="goal from"),
+        episode_path=W.Text(placeholder="a recorded episode file or folder", description="episode"),
+        episode_index=W.BoundedIntText(value=0, min=0, max=100000, description="episode #"),
+        episode_step=W.IntSlider(value=0, min=0, max=1000, description="frame"),
+        upload=W.FileUpload(accept="image/*", multiple=False, description="image"),
+        set_goal=W.Button(description="Set goal", icon="bullseye"),
+        preset=W.Dropdown(options=list(PRESETS), value="fast", description="planner"),
+        samples=W.BoundedIntText(value=live.planner.samples, min=2, max=100000, description="samples"),
+        iterations=W.BoundedIntText(value=live.planner.iterations, min=1, max=1000, description="iterations"),
+        steps=W.BoundedIntText(value=max_steps, min=1, max=10000, description="Run steps"),
+        step=W.Button(description="Step", button_style="primary", icon="step-forward"),
+        run=W.Button(description="Run", button_style="success", icon="play"),
+        stop=W.Button(description="Stop", button_style="danger", icon="stop", disabled=True),
+        status=W.HTML("Choose a goal, then Step or Run."),
+        state=W.HTML(_state_html(live.obs.state)))
+
+# %% ../nbs/19_live.ipynb #5ec535a3
+def _energy_figure():
+    "The two live plots: the energy of each executed step, and the CEM's mean elite energy per iteration."
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
-    camera = W.Image(value=encode_png(live.obs.frame), format="png", width=256, height=256)
-    goal = W.Image(value=encode_png(live.goal_frame if live.goal_frame is not None else np.zeros_like(live.obs.frame)),
-                   format="png", width=256, height=256)
-    source = W.ToggleButtons(options=["current view", "episode frame", "upload"], description="goal from")
-    episode_path = W.Text(placeholder="a recorded episode file or folder", description="episode")
-    episode_index = W.BoundedIntText(value=0, min=0, max=100000, description="episode #")
-    episode_step = W.IntSlider(value=0, min=0, max=1000, description="frame")
-    upload = W.FileUpload(accept="image/*", multiple=False, description="image")
-    set_goal = W.Button(description="Set goal", icon="bullseye")
-    preset = W.Dropdown(options=list(PRESETS), value="fast", description="planner")
-    samples = W.BoundedIntText(value=live.planner.samples, min=2, max=100000, description="samples")
-    iterations = W.BoundedIntText(value=live.planner.iterations, min=1, max=1000, description="iterations")
-    steps = W.BoundedIntText(value=max_steps, min=1, max=10000, description="Run steps")
-    step_b = W.Button(description="Step", button_style="primary", icon="step-forward")
-    run_b = W.Button(description="Run", button_style="success", icon="play")
-    stop_b = W.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
-    status = W.HTML("Choose a goal, then Step or Run.")
-    state = W.HTML(_state_html(live.obs.state))
     fig = go.FigureWidget(make_subplots(rows=1, cols=2, subplot_titles=("energy of each executed step", "CEM: mean elite energy")))
     fig.add_scatter(x=[], y=[], mode="lines+markers", name="energy", row=1, col=1)
     fig.add_scatter(x=[], y=[], mode="lines+markers", name="CEM", row=1, col=2)
     fig.update_layout(width=760, height=300, showlegend=False, margin=dict(t=40, b=30, l=40, r=10))
     fig.update_xaxes(title_text="step", row=1, col=1); fig.update_xaxes(title_text="iteration", row=1, col=2)
+    return fig
 
+# %% ../nbs/19_live.ipynb #f96c5e37
+def _chosen_goal(w: SimpleNamespace, live: LivePlanner) -> np.ndarray:
+    "The goal frame the chooser points at: the current view, a frame of a recorded episode, or the uploaded image."
+    if w.source.value == "current view":
+        return live.obs.frame
+    if w.source.value == "episode frame":
+        frames = _episode_frames(w.episode_path.value, w.episode_index.value)
+        w.episode_step.max = len(frames) - 1
+        return frames[min(w.episode_step.value, len(frames) - 1)]
+    if not w.upload.value:
+        raise ValueError("upload an image first")
+    return decode_image(w.upload.value[0]["content"])
+
+# %% ../nbs/19_live.ipynb #dd51762a
+def _show(w: SimpleNamespace, fig, event: str, lp: LivePlanner):
+    "Draw a planner event: a CEM iteration, an executed step, or the end of a run (with its error, if any)."
+    if event == "iteration":
+        with fig.batch_update():
+            fig.data[1].x, fig.data[1].y = list(range(len(lp.cem_curve))), list(lp.cem_curve)
+    elif event == "step":
+        w.camera.value, w.state.value = encode_png(lp.obs.frame), _state_html(lp.obs.state)
+        with fig.batch_update():
+            fig.data[0].x, fig.data[0].y = [h["step"] for h in lp.history], [h["energy"] for h in lp.history]
+        h = lp.history[-1]
+        w.status.value = f"step {h['step']}: energy {h['energy']:.4f}, {h['seconds']:.2f} s, {h['iterations']} CEM iterations"
+    elif event == "done":
+        w.step.disabled = w.run.disabled = False
+        w.stop.disabled = True
+        if lp.error:
+            w.status.value = f"<span style='color:#b00'>{lp.error}</span>"
+
+# %% ../nbs/19_live.ipynb #144cb7e0
+def _connect(w: SimpleNamespace, fig, live: LivePlanner):
+    "Wire the widgets to `live`: presets fill in settings, Set goal / Step / Run / Stop act, events redraw."
     def preset_changed(change):
         s = planner_settings(change["new"])
-        samples.value, iterations.value = s.samples, s.iterations
-    preset.observe(preset_changed, "value")
-
-    def apply_settings():
-        s = planner_settings(preset.value)
-        live.set_planner(replace(s, samples=samples.value, iterations=iterations.value, topk=min(s.topk, samples.value)))
-
-    def on_event(event, lp):
-        if event == "iteration":
-            with fig.batch_update():
-                fig.data[1].x, fig.data[1].y = list(range(len(lp.cem_curve))), list(lp.cem_curve)
-            return
-        if event == "step":
-            camera.value = encode_png(lp.obs.frame)
-            state.value = _state_html(lp.obs.state)
-            with fig.batch_update():
-                fig.data[0].x = [h["step"] for h in lp.history]
-                fig.data[0].y = [h["energy"] for h in lp.history]
-            h = lp.history[-1]
-            status.value = f"step {h['step']}: energy {h['energy']:.4f}, {h['seconds']:.2f} s, {h['iterations']} CEM iterations"
-        if event == "done":
-            step_b.disabled = run_b.disabled = False
-            stop_b.disabled = True
-            if lp.error:
-                status.value = f"<span style='color:#b00'>{lp.error}</span>"
-    live.listeners.append(on_event)
-
-    def go_(n):
+        w.samples.value, w.iterations.value = s.samples, s.iterations
+    def go(n: int):
         if live.goal_reps is None:
-            status.value = "<span style='color:#b00'>Choose a goal first (Set goal).</span>"
+            w.status.value = "<span style='color:#b00'>Choose a goal first (Set goal).</span>"
             return
-        apply_settings()
-        step_b.disabled = run_b.disabled = True
-        stop_b.disabled = False
-        status.value = "planning..."
+        s = planner_settings(w.preset.value)
+        live.set_planner(replace(s, samples=w.samples.value, iterations=w.iterations.value, topk=min(s.topk, w.samples.value)))
+        w.step.disabled = w.run.disabled = True
+        w.stop.disabled = False
+        w.status.value = "planning..."
         live.start(n)
-
-    def on_set_goal(_):
+    def set_goal(_):
         try:
-            if source.value == "current view":
-                frame = live.obs.frame
-            elif source.value == "episode frame":
-                frames = _episode_frames(episode_path.value, episode_index.value)
-                episode_step.max = len(frames) - 1
-                frame = frames[min(episode_step.value, len(frames) - 1)]
-            else:
-                if not upload.value:
-                    raise ValueError("upload an image first")
-                frame = decode_image(upload.value[0]["content"])
+            frame = _chosen_goal(w, live)
             live.set_goal(frame)
-            goal.value = encode_png(frame)
-            status.value = "Goal set."
+            w.goal.value, w.status.value = encode_png(frame), "Goal set."
         except Exception as e:
-            status.value = f"<span style='color:#b00'>{e}</span>"
+            w.status.value = f"<span style='color:#b00'>{e}</span>"
+    def stop(_):
+        live.stop(timeout=0)
+        w.status.value = "stopping after this CEM iteration..."
+    w.preset.observe(preset_changed, "value")
+    live.listeners.append(lambda event, lp: _show(w, fig, event, lp))
+    w.set_goal.on_click(set_goal); w.stop.on_click(stop)
+    w.step.on_click(lambda _: go(1)); w.run.on_click(lambda _: go(w.steps.value))
 
-    set_goal.on_click(on_set_goal)
-    step_b.on_click(lambda _: go_(1))
-    run_b.on_click(lambda _: go_(steps.value))
-    stop_b.on_click(lambda _: (live.stop(timeout=0), setattr(status, "value", "stopping after this CEM iteration...")))
-    images = W.HBox([W.VBox([W.HTML("<b>camera</b>"), camera]), W.VBox([W.HTML("<b>goal</b>"), goal])])
-    chooser = W.VBox([source, W.HBox([episode_path, episode_index]), episode_step, upload, set_goal])
-    controls = W.VBox([W.HBox([preset, samples, iterations]), W.HBox([step_b, run_b, stop_b, steps]), status])
-    panel = W.VBox([W.HBox([images, chooser]), controls, fig, state])
-    panel.live, panel.buttons, panel.figure, panel.camera = live, dict(step=step_b, run=run_b, stop=stop_b, set_goal=set_goal), fig, camera
+# %% ../nbs/19_live.ipynb #eac4eaab
+def live_panel(live: LivePlanner, max_steps: int = 20):
+    "An ipywidgets panel driving `live`: camera and goal, goal chooser, planner settings, Step / Run / Stop, energy plots, state."
+    import ipywidgets as W
+    w, fig = _panel_widgets(live, max_steps), _energy_figure()
+    _connect(w, fig, live)
+    images = W.HBox([W.VBox([W.HTML("<b>camera</b>"), w.camera]), W.VBox([W.HTML("<b>goal</b>"), w.goal])])
+    chooser = W.VBox([w.source, W.HBox([w.episode_path, w.episode_index]), w.episode_step, w.upload, w.set_goal])
+    controls = W.VBox([W.HBox([w.preset, w.samples, w.iterations]), W.HBox([w.step, w.run, w.stop, w.steps]), w.status])
+    panel = W.VBox([W.HBox([images, chooser]), controls, fig, w.state])
+    panel.live, panel.figure, panel.camera = live, fig, w.camera
+    panel.buttons = dict(step=w.step, run=w.run, stop=w.stop, set_goal=w.set_goal)
     return panel
