@@ -16,7 +16,8 @@ from torch import nn
 
 # %% auto #0
 __all__ = ['GPU_COMPILE_MODE', 'use_fast_kernels', 'fast_kernels', 'swap_pairs', 'rope_math', 'gpu_compiled', 'apply_rope',
-           'block_step', 'mlp_inference', 'cached_block_step', 'keep_freed_memory']
+           'overwritable', 'gelu', 'silu_mul', 'residual', 'block_step', 'mlp_inference', 'cached_block_step',
+           'keep_freed_memory']
 
 # %% ../nbs/01a_kernels.ipynb #84575556
 _FAST = True
@@ -93,6 +94,23 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> 
     torch.mul(a, cos[..., 0::2], out=even).addcmul_(b, signed_sin[..., 0::2])
     torch.mul(b, cos[..., 1::2], out=odd).addcmul_(a, signed_sin[..., 1::2])
     return out.to(x.dtype)
+
+# %% ../nbs/01a_kernels.ipynb #3b1c8762
+def overwritable(t: torch.Tensor) -> bool:
+    "True when the fast paths are on and `t` may be overwritten in place: autograd will not need it."
+    return _FAST and not (torch.is_grad_enabled() and t.requires_grad)
+
+def gelu(h: torch.Tensor) -> torch.Tensor:
+    "Exact GELU; in place when `h` is overwritable."
+    return torch.ops.aten.gelu_(h) if overwritable(h) else F.gelu(h)
+
+def silu_mul(h: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    "`silu(h) * gate`, SwiGLU's gating; in place when `h` is overwritable."
+    return F.silu(h, inplace=True).mul_(gate) if overwritable(h) else F.silu(h) * gate
+
+def residual(x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    "`x + h`; in place in `x` when it is overwritable."
+    return x.add_(h) if overwritable(x) else x + h
 
 # %% ../nbs/01a_kernels.ipynb #7ce366e9
 def block_step(blk, x: torch.Tensor, rope, past=None):

@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .core import rope_dims_per_axis
-from .kernels import apply_rope, rope_math, swap_pairs
+from .kernels import apply_rope, gelu, residual, rope_math, silu_mul, swap_pairs
 
 # %% auto #0
 __all__ = ['grid_positions', 'index_positions', 'rope_table', 'Attention', 'MLP', 'SwiGLU', 'Block', 'make_blocks', 'run_blocks',
@@ -65,17 +65,12 @@ class Attention(nn.Module):
         return self.proj(x.transpose(1, 2).reshape(B, N, C))
 
 # %% ../nbs/02_layers.ipynb #d25f0d4e
-def _no_grad_needed(t: torch.Tensor) -> bool:
-    "True when `t` may be overwritten in place: autograd will not need it."
-    return not (torch.is_grad_enabled() and t.requires_grad)
-
 class MLP(nn.Module):
     def __init__(self, dim: int, hidden: int):
         super().__init__()
         self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)
     def forward(self, x):
-        h = self.fc1(x)
-        return self.fc2(F.gelu(h) if not _no_grad_needed(h) else torch.ops.aten.gelu_(h))
+        return self.fc2(gelu(self.fc1(x)))
 
 # %% ../nbs/02_layers.ipynb #b02d3de0
 class SwiGLU(nn.Module):
@@ -83,9 +78,7 @@ class SwiGLU(nn.Module):
         super().__init__()
         self.fc1, self.fc2, self.fc3 = nn.Linear(dim, hidden), nn.Linear(dim, hidden), nn.Linear(hidden, dim)
     def forward(self, x):
-        h = self.fc1(x)
-        h = F.silu(h) * self.fc2(x) if not _no_grad_needed(h) else F.silu(h, inplace=True).mul_(self.fc2(x))
-        return self.fc3(h)
+        return self.fc3(silu_mul(self.fc1(x), self.fc2(x)))
 
 # %% ../nbs/02_layers.ipynb #4c1e6f26
 class Block(nn.Module):
@@ -100,8 +93,7 @@ class Block(nn.Module):
 
     def forward(self, x, rope=None, attn_mask=None):
         x = x + self.attn(self.norm1(x), rope, attn_mask)         # a new tensor: never the caller's
-        h = self.mlp(self.norm2(x))
-        return x.add_(h) if _no_grad_needed(x) else x + h
+        return residual(x, self.mlp(self.norm2(x)))
 
 # %% ../nbs/02_layers.ipynb #4ec96ece
 def make_blocks(depth: int, dim: int, num_heads: int, mlp_hidden: int, activation: str,
