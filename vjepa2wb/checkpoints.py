@@ -13,7 +13,7 @@ import shutil
 import urllib.parse
 import urllib.request
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -31,8 +31,8 @@ from .probe import AttentiveClassifier
 
 # %% auto #0
 __all__ = ['COMPONENTS', 'INFER', 'HEAD_FIELD', 'BOOKKEEPING', 'FORMAT', 'RELEASE_BASE_URL', 'RELEASES', 'WorldModel',
-           'infer_encoder', 'infer_predictor', 'infer_ac_predictor', 'infer_probe', 'build_strict', 'read_pt',
-           'official_state_dicts', 'hf_to_ours', 'save_checkpoint', 'cache_dir', 'release_url', 'download',
+           'infer_encoder', 'infer_predictor', 'infer_ac_predictor', 'infer_probe', 'check_finite', 'build_strict',
+           'read_pt', 'official_state_dicts', 'hf_to_ours', 'save_checkpoint', 'cache_dir', 'release_url', 'download',
            'load_checkpoint', 'kept_checkpoints', 'latest_checkpoint']
 
 # %% ../nbs/07_checkpoints.ipynb #4df78fbf
@@ -128,14 +128,24 @@ INFER = {"encoder": infer_encoder, "target_encoder": infer_encoder, "predictor":
 HEAD_FIELD = {"encoder": "num_heads", "target_encoder": "num_heads", "predictor": "pred_num_heads",
               "ac_predictor": "pred_num_heads", "classifier": "num_heads"}
 
+# %% ../nbs/07_checkpoints.ipynb #0c4d9e21
+def check_finite(sd: dict, source, prefix: str = "") -> None:
+    "Refuse a state dict with NaN or inf in a floating tensor, naming the tensor: one `isfinite` pass per tensor."
+    for k, t in sd.items():
+        if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            n_nan, n_bad = int(t.isnan().sum()), int((~torch.isfinite(t)).sum())
+            raise CheckpointError(f"{source}: {prefix}{k} holds {n_bad} non-finite of {t.numel()} values "
+                                  f"({n_nan} NaN, {n_bad - n_nan} inf); refused, since one NaN makes every output NaN "
+                                  "(load_checkpoint(..., allow_nonfinite=True) loads it anyway, to inspect a broken run)")
+
 # %% ../nbs/07_checkpoints.ipynb #fcb99a8c
 _UNUSED_TABLES = ("pos_embed", "predictor_pos_embed")   # sin-cos tables some files carry; RoPE models ignore them
 
-def _clean(sd: dict, component: str) -> tuple[dict, list]:
+def _clean(sd: dict, component: str, source) -> tuple[dict, list]:
     out, ignored = {}, []
     for k, v in sd.items():
         if not torch.is_tensor(v):
-            raise CheckpointError(f"{component}: entry {k!r} is a {type(v).__name__}, not a tensor")
+            raise CheckpointError(f"{source}: {component}: entry {k!r} is a {type(v).__name__}, not a tensor")
         k = k.replace("module.", "").replace("backbone.", "")
         if k in _UNUSED_TABLES:
             ignored.append(f"{component}.{k}")
@@ -148,7 +158,7 @@ def _short(keys, n=6):
     return ", ".join(keys[:n]) + (f", ... ({len(keys)} in all)" if len(keys) > n else "")
 
 def build_strict(component: str, sd: dict, given: dict | None, source: str, base: dict | None = None,
-                 inferred: dict | None = None) -> tuple[nn.Module, object]:
+                 inferred: dict | None = None, allow_nonfinite: bool = False) -> tuple[nn.Module, object]:
     "Build `component` from state dict `sd` (already cleaned), with config fields `given`, loading every tensor."
     cfg_cls, model_cls, _ = COMPONENTS[component]
     try:
@@ -165,6 +175,8 @@ def build_strict(component: str, sd: dict, given: dict | None, source: str, base
         raise CheckpointError(f"{source}: {component} lacks the tensor {e.args[0]!r} needed to infer its architecture") from None
     except ConfigError as e:
         raise ConfigError(f"{source}: {component}: {e}") from None
+    except TypeError as e:
+        raise CheckpointError(f"{source}: {component}: a config field has the wrong type ({e})") from None
     with torch.device("meta"):
         model = model_cls(cfg)
     expected = model.state_dict()
@@ -177,8 +189,25 @@ def build_strict(component: str, sd: dict, given: dict | None, source: str, base
         if sd[k].shape != v.shape:
             raise CheckpointError(f"{source}: {component}.{k} has shape {tuple(sd[k].shape)} in the file, "
                                   f"but the architecture needs {tuple(v.shape)}")
+        if v.is_floating_point() and not sd[k].is_floating_point():
+            raise CheckpointError(f"{source}: {component}.{k} is {sd[k].dtype} in the file, "
+                                  "but the architecture needs a floating-point tensor")
+    if not allow_nonfinite:
+        check_finite(sd, source, f"{component}.")
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()}, strict=True, assign=True)
     return model.eval(), cfg
+
+# %% ../nbs/07_checkpoints.ipynb #9a2b6c71
+_TORCH_ADVICE = ("weights_only", "Weights only load failed", "Check the documentation", "Please file an issue",
+                 "safe_globals", "trusted source")
+
+def _torch_reason(e: Exception) -> str:
+    "The line of a `torch.load` error that describes the file, without torch's advice (we never load unsafely)."
+    for line in str(e).splitlines():
+        line = line.strip().removeprefix("WeightsUnpickler error:").strip()
+        if line and not any(a in line for a in _TORCH_ADVICE):
+            return line
+    return type(e).__name__
 
 # %% ../nbs/07_checkpoints.ipynb #4a7183b9
 BOOKKEEPING = {"opt", "scaler", "epoch", "loss", "batch_size", "world_size", "lr", "itr", "step"}
@@ -186,22 +215,23 @@ BOOKKEEPING = {"opt", "scaler", "epoch", "loss", "batch_size", "world_size", "lr
 def read_pt(path: Path) -> dict:
     "`torch.load` a `.pt` file memory-mapped with `weights_only=True`, turning every failure into a `CheckpointError`."
     try:
+        if Path(path).stat().st_size == 0:
+            raise CheckpointError(f"{path} is empty (0 bytes), not a checkpoint: an interrupted download or save?")
         try:
             ck = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except RuntimeError as e:
             if "mmap" not in str(e):
                 raise
             ck = torch.load(path, map_location="cpu", weights_only=True)   # a legacy (non-zip) file
+    except CheckpointError:
+        raise
     except pickle.UnpicklingError as e:
-        msg = str(e)
-        if "GLOBAL" in msg or "global" in msg:
-            found = re.search(r"(?:GLOBAL|global:?)\s+([\w.]+(?: [\w.]+)?)", msg)
-            raise CheckpointError(f"refused to load {path}: its pickle references "
-                                  f"{found.group(1) if found else 'a Python object'}, which could run code. "
+        if found := re.search(r"GLOBAL\s+([\w.]+)", str(e)):
+            raise CheckpointError(f"refused to load {path}: its pickle references {found.group(1)}, which could run code. "
                                   "Only tensors, numbers, strings and containers are accepted.") from None
-        raise CheckpointError(f"{path} is not a checkpoint (no torch.save zip archive or pickle of tensors): {msg.splitlines()[0]}") from None
+        raise CheckpointError(f"{path} is not a checkpoint (no torch.save zip archive or pickle of tensors): {_torch_reason(e)}") from None
     except (RuntimeError, EOFError, OSError) as e:
-        raise CheckpointError(f"{path} is not a readable checkpoint; is it truncated or corrupt? ({str(e).splitlines()[0]})") from None
+        raise CheckpointError(f"{path} is not a readable checkpoint; is it truncated or corrupt? ({_torch_reason(e)})") from None
     except Exception as e:   # the unpickler meets bytes that are no pickle at all
         raise CheckpointError(f"{path} is not a checkpoint ({type(e).__name__} while unpickling)") from None
     if not isinstance(ck, dict):
@@ -209,29 +239,34 @@ def read_pt(path: Path) -> dict:
     return ck
 
 # %% ../nbs/07_checkpoints.ipynb #89a1c2e7
-def _network_of(sd: dict) -> str:
+def _network_of(sd: dict, path) -> str:
     keys = {k.replace("module.", "").replace("backbone.", "") for k in sd}
     if "action_encoder.weight" in keys: return "ac_predictor"
     if "predictor_embed.weight" in keys: return "predictor"
     if "pooler.query_tokens" in keys: return "classifier"
     if "patch_embed.proj.weight" in keys: return "encoder"
-    raise CheckpointError(f"cannot tell which network holds keys like {_short(keys, 4)}")
+    raise CheckpointError(f"{path}: cannot tell which network holds keys like {_short(keys, 4)}")
+
+_NETWORKS = ("encoder", "target_encoder", "predictor", "classifiers", "classifier")
 
 def official_state_dicts(ck: dict, path) -> tuple[dict, list]:
-    "Split an official checkpoint dict into {component: state dict}, and what it ignores."
+    "Split an official checkpoint dict into {component: state dict}, and what it ignores (warning of all but bookkeeping)."
     nets, ignored = {}, []
-    if all(torch.is_tensor(v) for v in ck.values()):          # a bare state dict
-        return {_network_of(ck): ck}, ignored
+    if ck and all(torch.is_tensor(v) for v in ck.values()):          # a bare state dict
+        return {_network_of(ck, path): ck}, ignored
     for key, val in ck.items():
-        if key in ("encoder", "target_encoder"):
-            nets[key] = val
-        elif key == "predictor":
-            nets[_network_of(val)] = val
-        elif key in ("classifiers", "classifier"):
-            probes = val if isinstance(val, (list, tuple)) else [val]
-            nets["classifier"] = probes[0]
+        if key in _NETWORKS:
+            probes = list(val) if key.startswith("classifier") and isinstance(val, (list, tuple)) else [val]
+            if not probes or not isinstance(probes[0], dict):
+                raise CheckpointError(f"{path}: {key} is {f'a {type(probes[0]).__name__}' if probes else 'an empty list'}, not a state dict")
+            comp = "classifier" if key.startswith("classifier") else _network_of(val, path) if key == "predictor" else key
+            nets[comp] = probes[0]
             ignored += [f"{key}[{i}]" for i in range(1, len(probes))]
-        elif key in BOOKKEEPING or not isinstance(val, dict):
+        elif key in BOOKKEEPING:
+            ignored.append(key)
+        elif not isinstance(val, dict):
+            warnings.warn(f"{path}: ignoring the top-level entry {key!r} (a {type(val).__name__}), which is no network "
+                          f"and no known bookkeeping ({', '.join(sorted(BOOKKEEPING))})")
             ignored.append(key)
         else:
             raise CheckpointError(f"{path}: unexpected entry {key!r}; expected encoder, target_encoder, predictor, "
@@ -241,19 +276,24 @@ def official_state_dicts(ck: dict, path) -> tuple[dict, list]:
     return nets, ignored
 
 # %% ../nbs/07_checkpoints.ipynb #418cd28e
-def _hf_configs(c: dict) -> dict:
-    enc = dict(img_size=c["crop_size"], patch_size=c["patch_size"], tubelet_size=c["tubelet_size"],
-               num_frames=c["frames_per_clip"], in_chans=c.get("in_chans", 3), embed_dim=c["hidden_size"],
-               depth=c["num_hidden_layers"], num_heads=c["num_attention_heads"], mlp_ratio=c["mlp_ratio"],
-               activation=c.get("hidden_act", "gelu"), qkv_bias=c.get("qkv_bias", True), norm_eps=c["layer_norm_eps"])
-    pred = dict(embed_dim=c["hidden_size"], pred_embed_dim=c["pred_hidden_size"], pred_depth=c["pred_num_hidden_layers"],
-                pred_num_heads=c["pred_num_attention_heads"], pred_mlp_ratio=c["pred_mlp_ratio"],
-                num_mask_tokens=c["pred_num_mask_tokens"], img_size=c["crop_size"], patch_size=c["patch_size"],
-                num_frames=c["frames_per_clip"], tubelet_size=c["tubelet_size"], qkv_bias=c.get("qkv_bias", True),
-                activation=c.get("hidden_act", "gelu"), norm_eps=c["layer_norm_eps"])
-    labels = c.get("id2label") or {}
-    probe = dict(embed_dim=c["hidden_size"], num_heads=c["num_attention_heads"], depth=c.get("num_pooler_layers", 1) + 1,
-                 num_classes=len(labels) or c.get("num_labels", 2), mlp_ratio=c["mlp_ratio"], norm_eps=c["layer_norm_eps"])
+def _hf_configs(c: dict, source=None) -> dict:
+    try:
+        enc = dict(img_size=c["crop_size"], patch_size=c["patch_size"], tubelet_size=c["tubelet_size"],
+                   num_frames=c["frames_per_clip"], in_chans=c.get("in_chans", 3), embed_dim=c["hidden_size"],
+                   depth=c["num_hidden_layers"], num_heads=c["num_attention_heads"], mlp_ratio=c["mlp_ratio"],
+                   activation=c.get("hidden_act", "gelu"), qkv_bias=c.get("qkv_bias", True), norm_eps=c["layer_norm_eps"])
+        pred = dict(embed_dim=c["hidden_size"], pred_embed_dim=c["pred_hidden_size"], pred_depth=c["pred_num_hidden_layers"],
+                    pred_num_heads=c["pred_num_attention_heads"], pred_mlp_ratio=c["pred_mlp_ratio"],
+                    num_mask_tokens=c["pred_num_mask_tokens"], img_size=c["crop_size"], patch_size=c["patch_size"],
+                    num_frames=c["frames_per_clip"], tubelet_size=c["tubelet_size"], qkv_bias=c.get("qkv_bias", True),
+                    activation=c.get("hidden_act", "gelu"), norm_eps=c["layer_norm_eps"])
+        labels = c.get("id2label") or {}
+        probe = dict(embed_dim=c["hidden_size"], num_heads=c["num_attention_heads"], depth=c.get("num_pooler_layers", 1) + 1,
+                     num_classes=len(labels) or c.get("num_labels", 2), mlp_ratio=c["mlp_ratio"], norm_eps=c["layer_norm_eps"])
+    except KeyError as e:
+        raise CheckpointError(f"{source}: the Hugging Face config lacks {e.args[0]!r}") from None
+    except (TypeError, AttributeError) as e:
+        raise CheckpointError(f"{source}: a Hugging Face config field has the wrong type ({e})") from None
     return {"encoder": enc, "predictor": pred, "classifier": probe}
 
 _HF_RENAMES = [  # (pattern, replacement), applied in order to each HF key
@@ -306,7 +346,10 @@ def hf_to_ours(hf: dict) -> dict:
 
 def _read_safetensors(directory: Path) -> dict:
     index = directory / "model.safetensors.index.json"
-    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.exists() else ["model.safetensors"]
+    try:
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.exists() else ["model.safetensors"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{index} is not a readable safetensors index ({type(e).__name__}: {e})") from None
     sd = {}
     for f in files:
         try:
@@ -386,6 +429,41 @@ def download(url: str, dest: Path, progress: bool = True) -> Path:
         part.unlink(missing_ok=True)
     return dest
 
+# %% ../nbs/07_checkpoints.ipynb #7d2e4f85
+def _read_config(path: Path) -> dict:
+    "`path/config.json` as a dict, or a `CheckpointError` naming it."
+    f = path / "config.json"
+    if not f.is_file():
+        raise CheckpointError(f"{path} is a directory without config.json: not a Hugging Face or vjepa2wb checkpoint")
+    try:
+        conf = json.loads(f.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{f} is not readable JSON ({e})") from None
+    if not isinstance(conf, dict):
+        raise CheckpointError(f"{f} holds a JSON {type(conf).__name__}, not an object of config fields")
+    return conf
+
+# %% ../nbs/07_checkpoints.ipynb #e6b4d2f9
+def _check_ours(conf: dict, cfg_file: Path) -> tuple[dict, dict]:
+    "`components` and `shared` of our config.json, checked: known components with known fields, or a `CheckpointError`."
+    comps, shared = conf.get("components"), conf.get("shared", {})
+    if conf.get("format_version", 1) != 1:
+        raise CheckpointError(f"{cfg_file}: format_version {conf['format_version']!r}; this version reads format_version 1")
+    if not isinstance(comps, dict) or not comps:
+        raise CheckpointError(f"{cfg_file} has no 'components' object (component -> config fields)")
+    for comp, cfg in comps.items():
+        if comp not in COMPONENTS:
+            raise CheckpointError(f"{cfg_file}: unknown component {comp!r}; known: {', '.join(COMPONENTS)}")
+        if not isinstance(cfg, dict):
+            raise CheckpointError(f"{cfg_file}: components.{comp} is a {type(cfg).__name__}, not an object of config fields")
+        cls = COMPONENTS[comp][0]
+        if unknown := sorted(set(cfg) - {f.name for f in fields(cls)}):
+            raise CheckpointError(f"{cfg_file}: unknown {cls.__name__} field(s) {unknown} in components.{comp}")
+    if not isinstance(shared, dict) or any(not isinstance(s, str) or c not in comps or s not in comps or s in shared
+                                           for c, s in shared.items()):
+        raise CheckpointError(f"{cfg_file}: 'shared' must map saved components to other saved ones, not {shared!r}")
+    return comps, shared
+
 # %% ../nbs/07_checkpoints.ipynb #92d6de26
 def _source_path(path) -> tuple[Path, dict]:
     s = str(path)
@@ -403,8 +481,9 @@ def _source_path(path) -> tuple[Path, dict]:
                               f"a URL, or a released name ({', '.join(RELEASES)})")
     return p, {}
 
-def load_checkpoint(path, encoder=None, predictor=None, ac_predictor=None, probe=None, device="cpu") -> WorldModel:
-    "Load any V-JEPA 2 checkpoint (official .pt, Hugging Face dir, ours, URL or released name) strictly."
+def load_checkpoint(path, encoder=None, predictor=None, ac_predictor=None, probe=None, device="cpu", *,
+                    allow_nonfinite: bool = False) -> WorldModel:
+    "Load any V-JEPA 2 checkpoint (official .pt, Hugging Face dir, ours, URL or released name) strictly; NaN/inf refused."
     given = {"encoder": encoder, "predictor": predictor, "ac_predictor": ac_predictor, "probe": probe}
     for k, v in given.items():
         if v is not None and not isinstance(v, dict):
@@ -414,26 +493,23 @@ def load_checkpoint(path, encoder=None, predictor=None, ac_predictor=None, probe
 
     def build(component, sd, base=None, inferred=None):
         base = {**(release_base if component != "classifier" else {}), **(base or {})}
-        model, cfg = build_strict(component, sd, given[COMPONENTS[component][2]], str(path), base, inferred)
+        model, cfg = build_strict(component, sd, given[COMPONENTS[component][2]], str(path), base, inferred, allow_nonfinite)
         setattr(wm, component, model); wm.config[component] = cfg
 
     if path.is_dir():
-        cfg_file = path / "config.json"
-        if not cfg_file.exists():
-            raise CheckpointError(f"{path} is a directory without config.json: not a Hugging Face or vjepa2wb checkpoint")
-        conf = json.loads(cfg_file.read_text())
+        cfg_file, conf = path / "config.json", _read_config(path)
         if conf.get("format") == FORMAT:
+            comps, shared = _check_ours(conf, cfg_file)
             parts = _split(_read_safetensors(path))
-            for comp, cfg in conf["components"].items():
-                if comp in conf.get("shared", {}):
-                    continue
-                build(comp, parts.pop(comp, {}), inferred=cfg)
-            for comp, src in conf.get("shared", {}).items():
+            for comp, cfg in comps.items():
+                if comp not in shared:
+                    build(comp, parts.pop(comp, {}), inferred=cfg)
+            for comp, src in shared.items():
                 setattr(wm, comp, getattr(wm, src)); wm.config[comp] = wm.config[src]
             if parts:
                 raise CheckpointError(f"{path}: tensors for components not in config.json: {sorted(parts)}")
         elif conf.get("model_type") == "vjepa2":
-            parts, cfgs = _split(hf_to_ours(_read_safetensors(path))), _hf_configs(conf)
+            parts, cfgs = _split(hf_to_ours(_read_safetensors(path))), _hf_configs(conf, cfg_file)
             for comp in ("encoder", "predictor", "classifier"):
                 if comp in parts:
                     build(comp, parts.pop(comp), inferred=cfgs[comp])
@@ -446,9 +522,7 @@ def load_checkpoint(path, encoder=None, predictor=None, ac_predictor=None, probe
     else:
         nets, wm.ignored = official_state_dicts(read_pt(path), path)
         for comp, sd in nets.items():
-            if not isinstance(sd, dict):
-                raise CheckpointError(f"{path}: {comp} is a {type(sd).__name__}, not a state dict")
-            sd, ign = _clean(sd, comp)
+            sd, ign = _clean(sd, comp, path)
             wm.ignored += ign
             build(comp, sd)
     unused = [k for k, comp in (("encoder", "encoder"), ("predictor", "predictor"), ("ac_predictor", "ac_predictor"),
@@ -462,12 +536,15 @@ def kept_checkpoints(out) -> list[Path]:
     "The training checkpoints under `out`: the one `latest.json` names first, then the others, newest first."
     ck_dir = Path(out) / "checkpoints"
     found = sorted(ck_dir.glob("step_*"), reverse=True)
-    latest = ck_dir / "latest.json"
-    try:
-        named = [ck_dir / json.loads(latest.read_text())["path"]] if latest.exists() else []
-    except (ValueError, KeyError) as e:
-        warnings.warn(f"{latest} is unreadable ({e}); using the newest checkpoint folder")
-        named = []
+    latest, named = ck_dir / "latest.json", []
+    if latest.exists():
+        try:
+            name = json.loads(latest.read_text())["path"]
+            if not (isinstance(name, str) and re.fullmatch(r"step_\d+", name) and (ck_dir / name).is_dir()):
+                raise ValueError(f"its path {name!r} names no checkpoint folder here")
+            named = [ck_dir / name]
+        except (OSError, ValueError, KeyError, TypeError) as e:   # any damage: fall back to the folders themselves
+            warnings.warn(f"{latest} is unreadable ({type(e).__name__}: {e}); using the newest checkpoint folder")
     return named + [p for p in found if p not in named]
 
 # %% ../nbs/07_checkpoints.ipynb #41094ddc
