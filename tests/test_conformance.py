@@ -92,7 +92,7 @@ def test_every_hf_output(fix, hp, expect):
     everything = torch.arange(out.shape[1]).expand(out.shape[0], -1)
     expect(wm.predictor(out, everything, everything), f, "predictor_full_mask_last_hidden_state")
     cls = load_checkpoint(fix / "hf" / "vjepa2_video_classification")
-    assert cls.config["classifier"].num_classes == len(hp["hf"]["id2label"])
+    assert cls.config["probe"].num_classes == len(hp["hf"]["id2label"])
     expect(cls.classifier(cls.encoder(video)), f, "classifier_logits")
 
 
@@ -151,3 +151,23 @@ def test_cem_reproduces_the_official_plans(fix, hp):
                 assert plan.shape == (st["rollout"], 7)
                 diffs.append((plan - io[f"actions_{name}_seed{seed}"]).abs().max().item())
             assert float(np.median(diffs)) <= 1e-3, (name, mode, diffs)
+
+
+@torch.no_grad()
+def test_probe_is_one_name_saved_and_loaded(fix, hp, tmp_path):
+    """`probe` everywhere (`classifier` is its contracted alias); files saved with the earlier name still load."""
+    import json
+    from safetensors.torch import save_file
+    from vjepa2wb import save_checkpoint
+    wm = load_checkpoint(fix / "probe_checkpoint.pt", probe=hp["probe"])
+    assert wm.probe is wm.classifier and list(wm.modules()) == ["probe"] and "probe" in wm.config
+    tokens = load_file(fix / "probe_io.safetensors")["probe_tokens_in"]
+    saved = save_checkpoint(wm, tmp_path / "probe")
+    conf = json.loads((saved / "config.json").read_text())
+    assert list(conf["components"]) == ["probe"]
+    assert torch.equal(load_checkpoint(saved).probe(tokens), wm.probe(tokens))
+    conf["components"] = {"classifier": conf["components"]["probe"]}          # as an earlier version wrote it
+    (saved / "config.json").write_text(json.dumps(conf))
+    sd = load_file(saved / "model.safetensors")
+    save_file({k.replace("probe.", "classifier.", 1): v for k, v in sd.items()}, saved / "model.safetensors", metadata={"format": "vjepa2wb"})
+    assert torch.equal(load_checkpoint(saved).classifier(tokens), wm.probe(tokens))

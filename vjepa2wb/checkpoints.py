@@ -30,7 +30,7 @@ from .predictor import VisionTransformerPredictor
 from .probe import AttentiveClassifier
 
 # %% auto #0
-__all__ = ['COMPONENTS', 'INFER', 'HEAD_FIELD', 'BOOKKEEPING', 'FORMAT', 'RELEASE_BASE_URL', 'RELEASES', 'WorldModel',
+__all__ = ['COMPONENTS', 'INFER', 'HEAD_FIELD', 'BOOKKEEPING', 'FORMAT', 'RELEASE_BASE_URL', 'RELEASES', 'RENAMED', 'WorldModel',
            'infer_encoder', 'infer_predictor', 'infer_ac_predictor', 'infer_probe', 'check_finite', 'build_strict',
            'read_pt', 'official_state_dicts', 'hf_to_ours', 'save_checkpoint', 'cache_dir', 'release_url', 'download',
            'load_checkpoint', 'kept_checkpoints', 'latest_checkpoint']
@@ -41,7 +41,7 @@ COMPONENTS = {  # component -> (config class, model class, keyword of load_check
     "target_encoder": (EncoderConfig, VisionTransformer, "encoder"),
     "predictor": (PredictorConfig, VisionTransformerPredictor, "predictor"),
     "ac_predictor": (ACPredictorConfig, VisionTransformerPredictorAC, "ac_predictor"),
-    "classifier": (ProbeConfig, AttentiveClassifier, "probe"),
+    "probe": (ProbeConfig, AttentiveClassifier, "probe"),
 }
 
 @dataclass
@@ -50,10 +50,19 @@ class WorldModel:
     target_encoder: nn.Module | None = None
     predictor: nn.Module | None = None
     ac_predictor: nn.Module | None = None
-    classifier: nn.Module | None = None
+    probe: nn.Module | None = None                # an attentive probe (official files call it a classifier)
     config: dict = field(default_factory=dict)    # component -> resolved config dataclass
     source: str = ""
     ignored: list = field(default_factory=list)   # names of tensors in the file that were knowingly not loaded
+
+    @property
+    def classifier(self) -> nn.Module | None:
+        "The contracted name of `probe`."
+        return self.probe
+
+    @classifier.setter
+    def classifier(self, module):
+        self.probe = module
 
     def modules(self) -> dict:
         return {k: getattr(self, k) for k in COMPONENTS if getattr(self, k) is not None}
@@ -124,9 +133,9 @@ def infer_probe(sd):
 
 # %% ../nbs/07_checkpoints.ipynb #3c3c246d
 INFER = {"encoder": infer_encoder, "target_encoder": infer_encoder, "predictor": infer_predictor,
-         "ac_predictor": infer_ac_predictor, "classifier": infer_probe}
+         "ac_predictor": infer_ac_predictor, "probe": infer_probe}
 HEAD_FIELD = {"encoder": "num_heads", "target_encoder": "num_heads", "predictor": "pred_num_heads",
-              "ac_predictor": "pred_num_heads", "classifier": "num_heads"}
+              "ac_predictor": "pred_num_heads", "probe": "num_heads"}
 
 # %% ../nbs/07_checkpoints.ipynb #0c4d9e21
 def check_finite(sd: dict, source, prefix: str = "") -> None:
@@ -243,7 +252,7 @@ def _network_of(sd: dict, path) -> str:
     keys = {k.replace("module.", "").replace("backbone.", "") for k in sd}
     if "action_encoder.weight" in keys: return "ac_predictor"
     if "predictor_embed.weight" in keys: return "predictor"
-    if "pooler.query_tokens" in keys: return "classifier"
+    if "pooler.query_tokens" in keys: return "probe"
     if "patch_embed.proj.weight" in keys: return "encoder"
     raise CheckpointError(f"{path}: cannot tell which network holds keys like {_short(keys, 4)}")
 
@@ -259,7 +268,7 @@ def official_state_dicts(ck: dict, path) -> tuple[dict, list]:
             probes = list(val) if key.startswith("classifier") and isinstance(val, (list, tuple)) else [val]
             if not probes or not isinstance(probes[0], dict):
                 raise CheckpointError(f"{path}: {key} is {f'a {type(probes[0]).__name__}' if probes else 'an empty list'}, not a state dict")
-            comp = "classifier" if key.startswith("classifier") else _network_of(val, path) if key == "predictor" else key
+            comp = "probe" if key.startswith("classifier") else _network_of(val, path) if key == "predictor" else key
             nets[comp] = probes[0]
             ignored += [f"{key}[{i}]" for i in range(1, len(probes))]
         elif key in BOOKKEEPING:
@@ -294,7 +303,7 @@ def _hf_configs(c: dict, source=None) -> dict:
         raise CheckpointError(f"{source}: the Hugging Face config lacks {e.args[0]!r}") from None
     except (TypeError, AttributeError) as e:
         raise CheckpointError(f"{source}: a Hugging Face config field has the wrong type ({e})") from None
-    return {"encoder": enc, "predictor": pred, "classifier": probe}
+    return {"encoder": enc, "predictor": pred, "probe": probe}
 
 _HF_RENAMES = [  # (pattern, replacement), applied in order to each HF key
     (r"^encoder\.embeddings\.patch_embeddings\.proj\.", "encoder.patch_embed.proj."),
@@ -306,14 +315,14 @@ _HF_RENAMES = [  # (pattern, replacement), applied in order to each HF key
     (r"^predictor\.layer\.(\d+)\.", r"predictor.predictor_blocks.\1."),
     (r"^predictor\.layernorm\.", "predictor.predictor_norm."),
     (r"^predictor\.proj\.", "predictor.predictor_proj."),
-    (r"^pooler\.query_tokens$", "classifier.pooler.query_tokens"),
-    (r"^pooler\.self_attention_layers\.(\d+)\.layer_norm(\d)\.", r"classifier.pooler.blocks.\1.norm\2."),
-    (r"^pooler\.self_attention_layers\.(\d+)\.self_attn\.out_proj\.", r"classifier.pooler.blocks.\1.attn.proj."),
-    (r"^pooler\.self_attention_layers\.(\d+)\.", r"classifier.pooler.blocks.\1."),
-    (r"^pooler\.cross_attention_layer\.layer_norm(\d)\.", r"classifier.pooler.cross_attention_block.norm\1."),
-    (r"^pooler\.cross_attention_layer\.cross_attn\.q_proj\.", "classifier.pooler.cross_attention_block.xattn.q."),
-    (r"^pooler\.cross_attention_layer\.", "classifier.pooler.cross_attention_block."),
-    (r"^classifier\.", "classifier.linear."),
+    (r"^pooler\.query_tokens$", "probe.pooler.query_tokens"),
+    (r"^pooler\.self_attention_layers\.(\d+)\.layer_norm(\d)\.", r"probe.pooler.blocks.\1.norm\2."),
+    (r"^pooler\.self_attention_layers\.(\d+)\.self_attn\.out_proj\.", r"probe.pooler.blocks.\1.attn.proj."),
+    (r"^pooler\.self_attention_layers\.(\d+)\.", r"probe.pooler.blocks.\1."),
+    (r"^pooler\.cross_attention_layer\.layer_norm(\d)\.", r"probe.pooler.cross_attention_block.norm\1."),
+    (r"^pooler\.cross_attention_layer\.cross_attn\.q_proj\.", "probe.pooler.cross_attention_block.xattn.q."),
+    (r"^pooler\.cross_attention_layer\.", "probe.pooler.cross_attention_block."),
+    (r"^classifier\.", "probe.linear."),
 ]
 # separate projections fused into one layer, in this order: (suffixes, fused name)
 _HF_FUSE = [(("attention.query", "attention.key", "attention.value"), "attn.qkv"),
@@ -444,9 +453,13 @@ def _read_config(path: Path) -> dict:
     return conf
 
 # %% ../nbs/07_checkpoints.ipynb #e6b4d2f9
+RENAMED = {"classifier": "probe"}      # components saved under an earlier name
+
 def _check_ours(conf: dict, cfg_file: Path) -> tuple[dict, dict]:
     "`components` and `shared` of our config.json, checked: known components with known fields, or a `CheckpointError`."
     comps, shared = conf.get("components"), conf.get("shared", {})
+    if isinstance(comps, dict):
+        comps = {RENAMED.get(c, c): cfg for c, cfg in comps.items()}
     if conf.get("format_version", 1) != 1:
         raise CheckpointError(f"{cfg_file}: format_version {conf['format_version']!r}; this version reads format_version 1")
     if not isinstance(comps, dict) or not comps:
@@ -492,7 +505,7 @@ def load_checkpoint(path, encoder=None, predictor=None, ac_predictor=None, probe
     wm = WorldModel(source=str(path))
 
     def build(component, sd, base=None, inferred=None):
-        base = {**(release_base if component != "classifier" else {}), **(base or {})}
+        base = {**(release_base if component != "probe" else {}), **(base or {})}
         model, cfg = build_strict(component, sd, given[COMPONENTS[component][2]], str(path), base, inferred, allow_nonfinite)
         setattr(wm, component, model); wm.config[component] = cfg
 
@@ -500,7 +513,7 @@ def load_checkpoint(path, encoder=None, predictor=None, ac_predictor=None, probe
         cfg_file, conf = path / "config.json", _read_config(path)
         if conf.get("format") == FORMAT:
             comps, shared = _check_ours(conf, cfg_file)
-            parts = _split(_read_safetensors(path))
+            parts = {RENAMED.get(c, c): sd for c, sd in _split(_read_safetensors(path)).items()}
             for comp, cfg in comps.items():
                 if comp not in shared:
                     build(comp, parts.pop(comp, {}), inferred=cfg)
@@ -510,7 +523,7 @@ def load_checkpoint(path, encoder=None, predictor=None, ac_predictor=None, probe
                 raise CheckpointError(f"{path}: tensors for components not in config.json: {sorted(parts)}")
         elif conf.get("model_type") == "vjepa2":
             parts, cfgs = _split(hf_to_ours(_read_safetensors(path))), _hf_configs(conf, cfg_file)
-            for comp in ("encoder", "predictor", "classifier"):
+            for comp in ("encoder", "predictor", "probe"):
                 if comp in parts:
                     build(comp, parts.pop(comp), inferred=cfgs[comp])
             if parts:
@@ -526,7 +539,7 @@ def load_checkpoint(path, encoder=None, predictor=None, ac_predictor=None, probe
             wm.ignored += ign
             build(comp, sd)
     unused = [k for k, comp in (("encoder", "encoder"), ("predictor", "predictor"), ("ac_predictor", "ac_predictor"),
-                                ("probe", "classifier")) if given[k] is not None and getattr(wm, comp) is None]
+                                ("probe", "probe")) if given[k] is not None and getattr(wm, comp) is None]
     if unused:
         raise ConfigError(f"{path}: fields were given for {unused}, but the checkpoint holds no such network")
     return wm.to(device)
