@@ -284,7 +284,7 @@ def official_state_dicts(ck: dict, path) -> tuple[dict, list]:
         raise CheckpointError(f"{path} holds no network (keys: {sorted(ck)})")
     return nets, ignored
 
-# %% ../nbs/07_checkpoints.ipynb #418cd28e
+# %% ../nbs/07_checkpoints.ipynb #8ead6bba
 def _hf_configs(c: dict, source=None) -> dict:
     try:
         enc = dict(img_size=c["crop_size"], patch_size=c["patch_size"], tubelet_size=c["tubelet_size"],
@@ -305,6 +305,7 @@ def _hf_configs(c: dict, source=None) -> dict:
         raise CheckpointError(f"{source}: a Hugging Face config field has the wrong type ({e})") from None
     return {"encoder": enc, "predictor": pred, "probe": probe}
 
+# %% ../nbs/07_checkpoints.ipynb #9297921b
 _HF_RENAMES = [  # (pattern, replacement), applied in order to each HF key
     (r"^encoder\.embeddings\.patch_embeddings\.proj\.", "encoder.patch_embed.proj."),
     (r"^encoder\.layer\.(\d+)\.attention\.proj\.", r"encoder.blocks.\1.attn.proj."),
@@ -353,6 +354,7 @@ def hf_to_ours(hf: dict) -> dict:
                 for n in names: out.pop(n)
     return out
 
+# %% ../nbs/07_checkpoints.ipynb #30802f46
 def _read_safetensors(directory: Path) -> dict:
     index = directory / "model.safetensors.index.json"
     try:
@@ -368,6 +370,7 @@ def _read_safetensors(directory: Path) -> dict:
             raise CheckpointError(f"{directory / f} is not a readable safetensors file; is it truncated? ({e})") from None
     return sd
 
+# %% ../nbs/07_checkpoints.ipynb #7264cc4d
 def _split(sd: dict) -> dict:
     parts = {}
     for k, v in sd.items():
@@ -477,7 +480,7 @@ def _check_ours(conf: dict, cfg_file: Path) -> tuple[dict, dict]:
         raise CheckpointError(f"{cfg_file}: 'shared' must map saved components to other saved ones, not {shared!r}")
     return comps, shared
 
-# %% ../nbs/07_checkpoints.ipynb #92d6de26
+# %% ../nbs/07_checkpoints.ipynb #2b0bf029
 def _source_path(path) -> tuple[Path, dict]:
     s = str(path)
     if s in RELEASES:
@@ -494,6 +497,33 @@ def _source_path(path) -> tuple[Path, dict]:
                               f"a URL, or a released name ({', '.join(RELEASES)})")
     return p, {}
 
+# %% ../nbs/07_checkpoints.ipynb #4d076774
+def _load_directory(path: Path, build, wm: WorldModel):
+    "Fill `wm` from a directory in our format or Hugging Face's, building each component with `build(component, sd, inferred=...)`."
+    cfg_file, conf = path / "config.json", _read_config(path)
+    if conf.get("format") == FORMAT:
+        comps, shared = _check_ours(conf, cfg_file)
+        parts = {RENAMED.get(c, c): sd for c, sd in _split(_read_safetensors(path)).items()}
+        for comp, cfg in comps.items():
+            if comp not in shared:
+                build(comp, parts.pop(comp, {}), inferred=cfg)
+        for comp, src in shared.items():
+            setattr(wm, comp, getattr(wm, src)); wm.config[comp] = wm.config[src]
+        if parts:
+            raise CheckpointError(f"{path}: tensors for components not in config.json: {sorted(parts)}")
+    elif conf.get("model_type") == "vjepa2":
+        parts, cfgs = _split(hf_to_ours(_read_safetensors(path))), _hf_configs(conf, cfg_file)
+        for comp in ("encoder", "predictor", "probe"):
+            if comp in parts:
+                build(comp, parts.pop(comp), inferred=cfgs[comp])
+        if parts:
+            raise CheckpointError(f"{path}: unexpected Hugging Face tensors: {_short(k for p in parts.values() for k in p)}")
+        wm.target_encoder, wm.config["target_encoder"] = wm.encoder, wm.config.get("encoder")
+    else:
+        raise CheckpointError(f"{cfg_file} is neither a vjepa2wb config nor a Hugging Face VJEPA2 config "
+                              f"(model_type {conf.get('model_type')!r})")
+
+# %% ../nbs/07_checkpoints.ipynb #da14f843
 def load_checkpoint(path, encoder=None, predictor=None, ac_predictor=None, probe=None, device="cpu", *,
                     allow_nonfinite: bool = False) -> WorldModel:
     "Load any V-JEPA 2 checkpoint (official .pt, Hugging Face dir, ours, URL or released name) strictly; NaN/inf refused."
@@ -510,36 +540,14 @@ def load_checkpoint(path, encoder=None, predictor=None, ac_predictor=None, probe
         setattr(wm, component, model); wm.config[component] = cfg
 
     if path.is_dir():
-        cfg_file, conf = path / "config.json", _read_config(path)
-        if conf.get("format") == FORMAT:
-            comps, shared = _check_ours(conf, cfg_file)
-            parts = {RENAMED.get(c, c): sd for c, sd in _split(_read_safetensors(path)).items()}
-            for comp, cfg in comps.items():
-                if comp not in shared:
-                    build(comp, parts.pop(comp, {}), inferred=cfg)
-            for comp, src in shared.items():
-                setattr(wm, comp, getattr(wm, src)); wm.config[comp] = wm.config[src]
-            if parts:
-                raise CheckpointError(f"{path}: tensors for components not in config.json: {sorted(parts)}")
-        elif conf.get("model_type") == "vjepa2":
-            parts, cfgs = _split(hf_to_ours(_read_safetensors(path))), _hf_configs(conf, cfg_file)
-            for comp in ("encoder", "predictor", "probe"):
-                if comp in parts:
-                    build(comp, parts.pop(comp), inferred=cfgs[comp])
-            if parts:
-                raise CheckpointError(f"{path}: unexpected Hugging Face tensors: {_short(k for p in parts.values() for k in p)}")
-            wm.target_encoder, wm.config["target_encoder"] = wm.encoder, wm.config.get("encoder")
-        else:
-            raise CheckpointError(f"{cfg_file} is neither a vjepa2wb config nor a Hugging Face VJEPA2 config "
-                                  f"(model_type {conf.get('model_type')!r})")
+        _load_directory(path, build, wm)
     else:
         nets, wm.ignored = official_state_dicts(read_pt(path), path)
         for comp, sd in nets.items():
             sd, ign = _clean(sd, comp, path)
             wm.ignored += ign
             build(comp, sd)
-    unused = [k for k, comp in (("encoder", "encoder"), ("predictor", "predictor"), ("ac_predictor", "ac_predictor"),
-                                ("probe", "probe")) if given[k] is not None and getattr(wm, comp) is None]
+    unused = [k for k, v in given.items() if v is not None and getattr(wm, k) is None]
     if unused:
         raise ConfigError(f"{path}: fields were given for {unused}, but the checkpoint holds no such network")
     return wm.to(device)
