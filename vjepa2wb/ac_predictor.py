@@ -33,12 +33,13 @@ def ac_positions(steps: int, grid: int, cond_tokens: int, device=None) -> torch.
     cond[..., 0] = torch.arange(steps, device=device)[:, None].float()
     return torch.cat([cond, frames], 1).reshape(-1, 3)
 
-# %% ../nbs/05_ac_predictor.ipynb #d56159b2
+# %% ../nbs/05_ac_predictor.ipynb #f663d278
 def _check_cond(name: str, x, B: int, T: int, dim: int):
     if not torch.is_tensor(x) or x.dim() != 3 or tuple(x.shape) != (B, T, dim):
         got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
         raise ValueError(f"{name} must be [B={B}, T={T}, {dim}] to match the features; got {got}")
 
+# %% ../nbs/05_ac_predictor.ipynb #4b57f4d3
 class VisionTransformerPredictorAC(nn.Module):
     "`forward(features [B,T*P,D], actions [B,T,A], states [B,T,S], extrinsics=None) -> [B, T*P, D]`."
     def __init__(self, cfg: ACPredictorConfig | None = None, **overrides):
@@ -84,18 +85,21 @@ class VisionTransformerPredictorAC(nn.Module):
         x = x.view(B, T, C + P, -1)[:, :, C:].flatten(1, 2)
         return self.read_out(x, features)
 
-    def read_out(self, x, features):
-        "Frame tokens of the last layer `x` to the encoder width; with `cfg.residual`, added to the input `features`."
-        out = self.predictor_proj(self.predictor_norm(x))
-        return features + out if self.cfg.residual else out
+# %% ../nbs/05_ac_predictor.ipynb #95cf212b
+@patch
+def read_out(self: VisionTransformerPredictorAC, x, features):
+    "Frame tokens of the last layer `x` to the encoder width; with `cfg.residual`, added to the input `features`."
+    out = self.predictor_proj(self.predictor_norm(x))
+    return features + out if self.cfg.residual else out
 
-    def embed_state(self, states, dtype):
-        "State tokens; with `cfg.roll_center` set, the roll is first wrapped around it."
-        c = self.cfg.roll_center
-        if c is not None:
-            roll = torch.remainder(states[..., 3:4] - (c - math.pi), 2 * math.pi) + (c - math.pi)
-            states = torch.cat([states[..., :3], roll, states[..., 4:]], -1)
-        return self.state_encoder(states.to(dtype))
+@patch
+def embed_state(self: VisionTransformerPredictorAC, states, dtype):
+    "State tokens; with `cfg.roll_center` set, the roll is first wrapped around it."
+    c = self.cfg.roll_center
+    if c is not None:
+        roll = torch.remainder(states[..., 3:4] - (c - math.pi), 2 * math.pi) + (c - math.pi)
+        states = torch.cat([states[..., :3], roll, states[..., 4:]], -1)
+    return self.state_encoder(states.to(dtype))
 
 # %% ../nbs/05_ac_predictor.ipynb #3b72667f
 @patch
