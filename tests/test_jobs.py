@@ -1,6 +1,7 @@
 """Job notebooks run end to end under papermill, with tiny parameters, and refuse bad ones."""
 import json
 
+import pandas as pd
 import papermill as pm
 import pytest
 
@@ -158,3 +159,60 @@ def test_explore_energy_runs_on_every_source(tmp_path, fix, hp):
         assert any("cells from the true action" in o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
     with pytest.raises(pm.PapermillExecutionError, match="parameter source"):
         run("explore_energy.ipynb", tmp_path, source="dream")
+
+
+def _droid_episodes(root, n, T=12, size=32):
+    "`n` tiny DROID episodes under `root` (a brightness ramp, a random walk of states), as nbs/15_episodes builds them."
+    import numpy as np
+    from vjepa2wb.episodes import Episode, write_droid
+    paths = []
+    for i in range(n):
+        rng = np.random.default_rng(i)
+        frames = np.repeat(np.linspace(0, 255, T, dtype=np.uint8)[:, None, None, None], size * size * 3).reshape(T, size, size, 3)
+        states = np.cumsum(rng.normal(0, 0.01, (T, 7)), 0) + [0.5, 0, 0.3, 3.1, 0, 0, 0.5]
+        paths.append(write_droid(Episode(frames, states, np.zeros((T, 7)), 4.0), root, f"ep_{i:03d}"))
+    return paths
+
+
+def _strict_json(path):
+    def refuse(c):
+        raise ValueError(f"{path} holds {c}: not strict JSON")
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_train_ac_summary_counts_what_it_skipped(tmp_path):
+    """9 episodes, 7 with a corrupt video: the job trains on the 2 readable ones (one held out) and summary.json,
+    strict JSON, counts the readable, skipped and held-out episodes, with each reason."""
+    from vjepa2wb.episodes import CAMERA
+    paths = _droid_episodes(tmp_path / "droid", 9)
+    for p in paths[2:]:
+        (p / "recordings" / "MP4" / f"{CAMERA}.mp4").write_bytes(b"garbage")
+    out = tmp_path / "run"
+    run("train_ac.ipynb", tmp_path, data=str(tmp_path / "droid"), crop=32, frames=4, predictor={"pred_depth": 1}, steps=2,
+        batch_size=2, checkpoint_every=2, cache_dir=str(tmp_path / "cache"), output_dir=str(out))
+    summary = _strict_json(out / "summary.json")
+    assert (summary["episodes_found"], summary["episodes_readable"], summary["episodes_skipped"]) == (9, 2, 7)
+    assert (summary["train_episodes"], summary["val_episodes"]) == (1, 1)
+    assert sorted(summary["skipped_episodes"]) == [str(p) for p in paths[2:]]
+    assert all(r.startswith("unreadable: ") for r in summary["skipped_episodes"].values())
+    assert summary["nonfinite_steps"] == 0 and summary["steps"] == 2
+    for key in ("val_l1_model_1step", "val_l1_copy_last_1step", "final_loss", "checkpoint", "model_vs_copy_last_1step",
+                "shuffled_vs_true_actions_1step", "train_seconds", "encoder"):
+        assert key in summary, key                                   # the contract's keys stay
+
+
+def test_pretrain_summary_counts_skipped_steps(tmp_path):
+    """Pretraining on two DROID episodes, one with a corrupt video, one clip a step: the steps with no clip log no loss
+    and are counted, final_loss averages only real losses, and the skipped episode's reason is in summary.json."""
+    from vjepa2wb.episodes import CAMERA
+    bad, _ = _droid_episodes(tmp_path / "droid", 2)
+    (bad / "recordings" / "MP4" / f"{CAMERA}.mp4").write_bytes(b"garbage")
+    out = tmp_path / "run"
+    run("pretrain.ipynb", tmp_path, data=str(tmp_path / "droid"), crop=32, frames=4, encoder={"depth": 1}, steps=4,
+        batch_size=1, checkpoint_every=4, probe=False, output_dir=str(out))
+    summary = _strict_json(out / "summary.json")
+    assert (summary["skipped_steps"], summary["skipped_clips"], summary["nonfinite_steps"]) == (2, 2, 0)
+    assert list(summary["skipped_samples"]) == [str(bad)] and summary["skipped_samples"][str(bad)].startswith("unreadable: ")
+    metrics = pd.read_parquet(out / "metrics.parquet")
+    real = metrics.loss[metrics.status == "stepped"]
+    assert len(real) == 2 and summary["final_loss"] == pytest.approx(real.mean()) and metrics.loss.isna().sum() == 2

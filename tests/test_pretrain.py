@@ -1,4 +1,4 @@
-"""Pretraining: kill -9 and resume, torchrun with 2 processes (DDP and FSDP2, gloo on CPU), the job notebook."""
+"""Pretraining: kill -9 and resume, 2 processes (DDP and FSDP2, gloo on CPU), the job notebook."""
 import json
 import os
 import signal
@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import papermill as pm
 import pytest
+import torch
 
 from conftest import ROOT
 from vjepa2wb import load_checkpoint
@@ -55,11 +56,34 @@ def test_resume_after_kill_9_continues_steps_schedule_and_loss(tmp_path):
     assert not list((out / "checkpoints").glob(".*tmp*")), "a half-written checkpoint was left behind"
 
 
+def listening() -> set:
+    "Every listening TCP socket of this machine, as (hex address, hex port) from /proc/net."
+    found = set()
+    for f in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(f).read_text().splitlines()[1:]:
+            if row.split()[3] == "0A":
+                found.add(tuple(row.split()[1].split(":")))
+    return found
+
+
+LOOPBACK = ("0100007F", "00000000000000000000000001000000", "0000000000000000FFFF00000100007F")
+
+
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
-def test_torchrun_two_processes_on_cpu(tmp_path, strategy):
-    out = tmp_path / strategy
-    metrics = run_pretrain(PretrainConfig(**TINY, steps=4, checkpoint_every=4), "synthetic", out, nproc=2,
-                           strategy=strategy, n=32, load_size=72, device="cpu")
+def test_two_processes_on_cpu_listen_on_loopback_only(tmp_path, strategy):
+    """2-process training (DDP and FSDP2, gloo): it trains, and every socket it opens listens on loopback only."""
+    import threading
+    out, result = tmp_path / strategy, {}
+    before, seen = listening(), set()
+    run = threading.Thread(target=lambda: result.update(metrics=run_pretrain(
+        PretrainConfig(**TINY, steps=4, checkpoint_every=4), "synthetic", out, nproc=2, strategy=strategy, n=32, load_size=72, device="cpu")))
+    run.start()
+    while run.is_alive():
+        seen |= listening() - before
+        time.sleep(0.05)
+    assert seen, "no socket was seen: the watch did not work"
+    assert all(addr in LOOPBACK for addr, _ in seen), f"listening beyond loopback: {seen - {s for s in seen if s[0] in LOOPBACK}}"
+    metrics = result["metrics"]
     assert metrics.step.tolist() == [0, 1, 2, 3] and metrics.loss.notna().all()
     checkpoints = sorted((out / "checkpoints").glob("step_*"))
     assert [c.name for c in checkpoints] == ["step_000004"]
@@ -118,3 +142,26 @@ def test_evidence_preset_beats_random_init(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 1200 and summary["probe_noise"] == 0.4
     assert summary["probe_acc_pretrained"] >= summary["probe_acc_random"] + 10, summary
+
+
+def test_nonfinite_loss_never_steps_and_stops_pretraining(tmp_path, monkeypatch):
+    "A loss that turns NaN takes no optimiser step (nor EMA update); after MAX_NONFINITE_STEPS in a row the run stops, naming them."
+    import vjepa2wb.pretrain as P
+    from vjepa2wb.data import SyntheticShapes
+    from vjepa2wb.training import MAX_NONFINITE_STEPS
+    from vjepa2wb.world_model import NonFiniteError
+    real = P.jepa_loss
+    def nan_loss(*args, **kwargs):
+        loss, info = real(*args, **kwargs)
+        return loss * float("nan"), info
+    monkeypatch.setattr(P, "jepa_loss", nan_loss)
+    data = SyntheticShapes("motion", n=8, frames=4, size=72)
+    with pytest.raises(NonFiniteError, match=f"for {MAX_NONFINITE_STEPS} steps in a row \\(steps 0-2\\)"):
+        P.pretrain(PretrainConfig(**TINY, steps=6, checkpoint_every=2), data, tmp_path / "run", device="cpu", progress=False)
+    torch.manual_seed(0)                                          # the checkpoint of step 2 holds the untouched initial weights
+    wm = load_checkpoint(tmp_path / "run" / "checkpoints" / "step_000002")
+    fresh = P.VisionTransformer(PretrainConfig(**TINY).model_configs()[0])
+    for name in ("encoder", "target_encoder"):
+        for k, v in getattr(wm, name).state_dict().items():
+            assert torch.isfinite(v).all() and torch.equal(v, fresh.state_dict()[k]), (name, k)
+    assert pd.read_parquet(tmp_path / "run" / "metrics.parquet").status.tolist() == ["non-finite"] * 2

@@ -5,6 +5,7 @@
 # %% ../nbs/15_episodes.ipynb #396e038a
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -23,8 +24,8 @@ from .pose import poses_to_diffs
 CAMERA = "exterior"
 
 # %% auto #0
-__all__ = ['CAMERA', 'SAME_EPISODES', 'Episode', 'write_droid', 'read_droid', 'write_lerobot', 'read_lerobot', 'read_npz',
-           'find_episodes', 'read_episode', 'RobotClips', 'collate_robot']
+__all__ = ['CAMERA', 'SAME_EPISODES', 'Episode', 'BadEpisode', 'check_episode', 'write_droid', 'read_droid', 'write_lerobot',
+           'read_lerobot', 'read_npz', 'find_episodes', 'read_episode', 'load_episode', 'RobotClips', 'collate_robot']
 
 # %% ../nbs/15_episodes.ipynb #b17a837e
 @dataclass
@@ -41,6 +42,19 @@ class Episode:
             raise ValueError(f"frames must be uint8 [T, H, W, 3]; got {self.frames.dtype} {self.frames.shape}")
         if self.states.shape != (T, 7) or self.actions.shape != (T, 7):
             raise ValueError(f"states and actions must be [{T}, 7]; got {self.states.shape} and {self.actions.shape}")
+
+# %% ../nbs/15_episodes.ipynb #fb0b3ba0
+class BadEpisode(ValueError):
+    "An episode that reads but must not be trained on (NaN or inf values, rows its metadata contradicts); the message says why."
+
+# %% ../nbs/15_episodes.ipynb #0fd53c31
+def check_episode(ep: Episode) -> Episode:
+    "`ep`, or `BadEpisode` saying how many frames of its states or actions hold NaN or inf, and the first."
+    for name in ("states", "actions"):
+        bad = ~np.isfinite(getattr(ep, name)).all(axis=1)
+        if bad.any():
+            raise BadEpisode(f"non-finite {name}: {int(bad.sum())} of {len(bad)} frames (first: frame {int(bad.argmax())})")
+    return ep
 
 # %% ../nbs/15_episodes.ipynb #b82f867a
 def write_droid(ep: Episode, root, episode_id: str, camera_extrinsics=(1.45, 0.85, 1.05, 0.0, 0.0, 0.0)) -> Path:
@@ -74,6 +88,8 @@ def read_droid(path, camera_view: str = "left_mp4_path") -> Episode:
     if not metas:
         raise ValueError(f"{path}: no metadata json")
     meta = json.loads(metas[0].read_text())
+    if not (path / "trajectory.h5").exists():
+        raise FileNotFoundError(f"{path}: no trajectory.h5 (the episode's states and actions)")
     video = path / "recordings" / "MP4" / meta[camera_view].split("recordings/MP4/")[-1]
     with h5py.File(path / "trajectory.h5", "r") as h:
         rs = h["observation/robot_state"]
@@ -82,6 +98,12 @@ def read_droid(path, camera_view: str = "left_mp4_path") -> Episode:
     frames = read_video(video)
     n = min(len(frames), len(states))
     return Episode(frames[:n], states[:n], actions[:n], float(meta.get("fps", 15.0)), meta)
+
+def _droid_folders(root: Path) -> list[Path]:
+    "Folders with a trajectory.h5, a metadata_*.json or recordings/: one that lost its trajectory is still an episode."
+    marked = lambda files, dirs: "trajectory.h5" in files or "recordings" in dirs or any(f.startswith("metadata_") and f.endswith(".json") for f in files)
+    found = [Path(d) for d, dirs, files in os.walk(root) if marked(files, dirs) and not Path(d).name.startswith(".")]
+    return sorted(found, key=lambda p: p / "trajectory.h5")
 
 # %% ../nbs/15_episodes.ipynb #2b925268
 def _lerobot_info(fps: float, shape, total_episodes: int, total_frames: int) -> dict:
@@ -136,12 +158,23 @@ def write_lerobot(ep: Episode, root, task: str = "explore") -> int:
     return i
 
 # %% ../nbs/15_episodes.ipynb #ae37f261
+@functools.lru_cache(maxsize=8)
+def _lengths(episodes_jsonl: str, mtime_ns: int) -> dict[int, int]:
+    return {int(e["episode_index"]): int(e["length"]) for e in _read_jsonl(Path(episodes_jsonl)) if "length" in e}
+
 def read_lerobot(root, index: int) -> Episode:
-    "Read episode `index` of a LeRobot v2.x dataset (the first video key)."
+    """Read episode `index` of a LeRobot v2.x dataset (the first video key). A data file whose rows differ from the
+    length `meta/episodes.jsonl` records (a truncated copy) raises `BadEpisode`."""
     root = Path(root)
     info = json.loads((root / "meta" / "info.json").read_text())
     chunk = index // info.get("chunks_size", 1000)
-    df = pd.read_parquet(root / info["data_path"].format(episode_chunk=chunk, episode_index=index))
+    data = root / info["data_path"].format(episode_chunk=chunk, episode_index=index)
+    df = pd.read_parquet(data)
+    meta = root / "meta" / "episodes.jsonl"
+    length = _lengths(str(meta), meta.stat().st_mtime_ns).get(index) if meta.exists() else None
+    if length is not None and len(df) != length:
+        raise BadEpisode(f"{'truncated' if len(df) < length else 'longer than recorded'}: {data.relative_to(root)} holds "
+                         f"{len(df)} rows, meta/episodes.jsonl gives length {length}")
     key = next(k for k, v in info["features"].items() if v.get("dtype") == "video")
     frames = read_video(root / info["video_path"].format(episode_chunk=chunk, episode_index=index, video_key=key))
     states = np.stack(df["observation.state"].to_numpy()).astype(float)
@@ -150,17 +183,36 @@ def read_lerobot(root, index: int) -> Episode:
     return Episode(frames[:n], states[:n], actions[:n], float(info["fps"]), {"episode_index": index})
 
 # %% ../nbs/15_episodes.ipynb #911e1922
+def _npz_arrays(path, *keys) -> list[np.ndarray]:
+    try:
+        with np.load(path) as z:
+            return [z[k] for k in keys]
+    except Exception as e:             # a truncated file fails deep in zipfile, with a bare BadZipFile
+        raise ValueError(f"{path}: unreadable .npz ({type(e).__name__}: {e})") from e
+
 def read_npz(path) -> list[Episode]:
     "Episodes of the official `franka_example_traj.npz` layout (`observations` [N,T,H,W,3], `states` [N,T,7])."
-    z = np.load(path)
-    obs, states = z["observations"], z["states"].astype(float)
+    obs, states = _npz_arrays(path, "observations", "states")
+    states = states.astype(float)
     if obs.ndim != 5 or states.ndim != 3 or obs.shape[:2] != states.shape[:2]:
         raise ValueError(f"{path}: expected observations [N,T,H,W,3] and states [N,T,7]; got {obs.shape} and {states.shape}")
     return [Episode(o.astype(np.uint8), s, np.zeros_like(s), 4.0, {"source": str(path), "index": i})
             for i, (o, s) in enumerate(zip(obs, states))]
 
+def _npz_count(path: Path) -> int:
+    try:
+        return len(_npz_arrays(path, "states")[0])
+    except ValueError:
+        return 1                       # an unreadable file is listed once: reading it skips it, with the reason
+
 # %% ../nbs/15_episodes.ipynb #24fced94
 SAME_EPISODES = "same_episodes.json"      # {"read": layout folder, "copies": [...]}: the copies hold the same episodes
+
+def _lerobot_indices(root: Path) -> list[int]:
+    version = str(json.loads((root / "meta" / "info.json").read_text()).get("codebase_version", ""))
+    if not version.startswith("v2"):
+        raise ValueError(f"{root}: LeRobot {version or 'unversioned'} datasets are not supported (v2.x, with meta/episodes.jsonl)")
+    return [e["episode_index"] for e in _read_jsonl(root / "meta" / "episodes.jsonl")]
 
 def find_episodes(roots) -> list[tuple[str, str, int]]:
     "`(kind, path, index)` of every episode under `roots` (folders or files), each recording once."
@@ -168,17 +220,16 @@ def find_episodes(roots) -> list[tuple[str, str, int]]:
     for root in [roots] if isinstance(roots, (str, Path)) else roots:
         root = Path(root)
         if root.suffix == ".npz":
-            found += [("npz", str(root), i) for i in range(len(np.load(root)["states"]))]
+            found += [("npz", str(root), i) for i in range(_npz_count(root))]
         elif (root / "meta" / "info.json").exists():
-            found += [("lerobot", str(root), e["episode_index"]) for e in _read_jsonl(root / "meta" / "episodes.jsonl")]
+            found += [("lerobot", str(root), i) for i in _lerobot_indices(root)]
         elif root.is_dir():
             # a folder that holds one recording in several layouts names the copy to read (see `collect`)
             copies = sorted(m.parent for m in root.rglob(SAME_EPISODES))
             for d in copies:
                 found += find_episodes(d / json.loads((d / SAME_EPISODES).read_text())["read"])
             elsewhere = lambda p: not any(d == p or d in p.parents for d in copies)
-            found += [("droid", str(p.parent), 0) for p in sorted(root.rglob("trajectory.h5"))
-                      if not p.parent.name.startswith(".") and elsewhere(p)]
+            found += [("droid", str(p), 0) for p in _droid_folders(root) if elsewhere(p)]
             for info in sorted(root.rglob("meta/info.json")):
                 if info.parents[1] != root and elsewhere(info):
                     found += find_episodes(info.parents[1])
@@ -190,6 +241,17 @@ def find_episodes(roots) -> list[tuple[str, str, int]]:
 def read_episode(kind: str, path: str, index: int) -> Episode:
     return {"droid": lambda: read_droid(path), "lerobot": lambda: read_lerobot(path, index),
             "npz": lambda: read_npz(path)[index]}[kind]()
+
+# %% ../nbs/15_episodes.ipynb #df55bc0a
+def load_episode(kind: str, path: str, index: int) -> Episode | Skipped:
+    "The episode to train on, or a `Skipped` with the reason: unreadable, or bad (NaN or inf values, truncated data)."
+    where = path if kind == "droid" else f"{path}#{index}"
+    try:
+        return check_episode(read_episode(kind, path, index))
+    except BadEpisode as e:
+        return Skipped(where, str(e))
+    except Exception as e:
+        return Skipped(where, f"unreadable: {type(e).__name__}: {str(e)[:300]}")
 
 # %% ../nbs/15_episodes.ipynb #feac7fb1
 class RobotClips(Dataset):
@@ -206,10 +268,9 @@ class RobotClips(Dataset):
     def __getitem__(self, i: int):
         kind, path, index = self.episodes[i]
         where = f"{path}#{index}" if kind != "droid" else path
-        try:
-            ep = read_episode(kind, path, index)
-        except Exception as e:
-            return Skipped(where, f"unreadable: {type(e).__name__}: {str(e)[:120]}")
+        ep = load_episode(kind, path, index)
+        if isinstance(ep, Skipped):
+            return ep
         step = max(1, int(round(ep.fps / self.fps)))
         need = (self.frames - 1) * step + 1
         if len(ep.states) < need:

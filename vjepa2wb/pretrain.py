@@ -5,6 +5,7 @@
 # %% ../nbs/11_pretrain.ipynb #a0333f41
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -25,8 +26,8 @@ from .encoder import VisionTransformer
 from .episodes import RobotClips
 from .masks import VJEPA2_RECIPES, MaskRecipe, recipe_from_dict, sample_masks
 from .predictor import VisionTransformerPredictor
-from .training import (EpochClips, Schedule, StepSampler, apply_schedule, init_distributed, launch, launched,
-                               param_groups, save_training_checkpoint, step_seed)
+from .training import (EpochClips, Schedule, StepGuard, StepSampler, apply_schedule, init_distributed, launch,
+                               launched, param_groups, save_training_checkpoint, step_seed)
 
 # %% auto #0
 __all__ = ['PretrainConfig', 'momentum_at', 'Student', 'jepa_loss', 'ema_update', 'pretrain', 'main', 'run_pretrain',
@@ -144,6 +145,16 @@ def _full_states(student, target_encoder, opt) -> tuple[dict, dict, dict]:
     return (get_model_state_dict(student, options=full), get_model_state_dict(target_encoder, options=full),
             get_optimizer_state_dict(student, opt, options=full))
 
+def _write_skipped(out: Path, skipped: dict, world: int, rank: int):
+    "Merge every process's skipped samples (path -> reason) into `out/skipped.json` (collective)."
+    if world > 1:
+        parts = [None] * world
+        dist.all_gather_object(parts, skipped)
+        skipped = {k: v for part in parts for k, v in part.items()}
+    if rank == 0 and skipped:
+        p = Path(out) / "skipped.json"
+        write_json(p, (json.loads(p.read_text()) if p.exists() else {}) | skipped)
+
 def _load_optimizer(student, opt, state: dict):
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
     set_optimizer_state_dict(student, opt, optim_state_dict=state, options=StateDictOptions(full_state_dict=True))
@@ -159,7 +170,9 @@ def _shard(module):
 
 def pretrain(cfg: PretrainConfig, dataset: Dataset, out, resume: bool = False, device: str | None = None,
              strategy: str = "ddp", progress: bool = True) -> pd.DataFrame:
-    "Pretrain an encoder and predictor with the V-JEPA objective; write checkpoints and metrics under `out`."
+    """Pretrain an encoder and predictor with the V-JEPA objective; write checkpoints and metrics under `out`.
+    A step whose clips were all skipped logs no loss (`status` "no clips"; the reasons go to `skipped.json`); one with
+    a NaN or inf loss or gradient is not taken ("non-finite"), and `training.MAX_NONFINITE_STEPS` in a row stop the run."""
     if strategy not in ("ddp", "fsdp"):
         raise ValueError(f"strategy must be 'ddp' or 'fsdp'; got {strategy!r}")
     out = Path(out)
@@ -192,12 +205,13 @@ def pretrain(cfg: PretrainConfig, dataset: Dataset, out, resume: bool = False, d
     loader = DataLoader(EpochClips(dataset), batch_sampler=sampler, num_workers=cfg.workers, collate_fn=collate_clips)
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     params = [p for grp in opt.param_groups for p in grp["params"]]
-    rows, t_last = [], time.perf_counter()
+    rows, t_last, guard, skipped = [], time.perf_counter(), StepGuard(out), {}
     bar = tqdm(total=cfg.steps, initial=start, desc="pretrain", disable=not progress or rank != 0, dynamic_ncols=True)
     for step, batch in zip(range(start, cfg.steps), loader):
         (lr, wd), m = apply_schedule(opt, schedule, step), momentum_at(cfg, step)
-        info, loss_sum, grad_norm = {}, 0.0, float("nan")
+        info, loss_sum, grad_norm, status = {}, float("nan"), float("nan"), "no clips"    # no readable clip: no loss, no step
         if batch["video"] is not None:
+            loss_sum = 0.0
             g = torch.Generator().manual_seed(step_seed(cfg.seed, step, rank))
             torch.manual_seed(step_seed(cfg.seed, step, rank))          # kornia draws from the global generator
             chunks = batch["video"].chunk(cfg.accum_steps)
@@ -207,22 +221,24 @@ def pretrain(cfg: PretrainConfig, dataset: Dataset, out, resume: bool = False, d
                     loss, info = jepa_loss(model, target_encoder, x, recipes, g, cfg.loss_exp)
                 (loss / len(chunks)).backward()
                 loss_sum += loss.item() / len(chunks)
-            norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad or float("inf"))
-            grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            ema_update(target_encoder, online, m)
         if world > 1:
             t = torch.tensor([loss_sum], device=device)
             dist.all_reduce(t); loss_sum = t.item() / world
+        if batch["video"] is not None:
+            grad_norm, stepped = guard.step(opt, params, loss_sum, cfg.clip_grad, step)    # a NaN or inf loss never steps
+            if stepped:
+                ema_update(target_encoder, online, m)
+            status = "stepped" if stepped else "non-finite"
+        skipped.update({s.path: s.reason for s in batch["skipped"]})
         now = time.perf_counter()
         rows.append(dict(step=step, loss=loss_sum, lr=lr, weight_decay=wd, momentum=m, grad_norm=grad_norm,
-                         skipped=len(batch["skipped"]), seconds=now - t_last, **info))
+                         skipped=len(batch["skipped"]), status=status, seconds=now - t_last, **info))
         t_last = now
-        bar.update(1); bar.set_postfix(loss=f"{loss_sum:.4f}", lr=f"{lr:.2e}")
+        bar.update(1); bar.set_postfix(loss=f"{loss_sum:.4f}" if status == "stepped" else status, lr=f"{lr:.2e}")
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
             metrics = pd.concat([metrics, pd.DataFrame(rows)], ignore_index=True); rows = []
             student_sd, target_sd, optim_sd = _full_states(student, target_encoder, opt)   # collective under FSDP
+            _write_skipped(out, skipped, world, rank)
             if rank == 0:
                 enc, pred, tgt = VisionTransformer(enc_cfg), VisionTransformerPredictor(pred_cfg), VisionTransformer(enc_cfg)
                 enc.load_state_dict({k[8:]: v for k, v in student_sd.items() if k.startswith("encoder.")})

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import sys
 import time
@@ -24,15 +25,18 @@ from . import training
 from .ac_predictor import VisionTransformerPredictorAC
 from .checkpoints import WorldModel, load_checkpoint, save_checkpoint
 from .core import ENCODER_SIZES, ac_predictor_config, check_param, write_atomic, write_json
-from .episodes import find_episodes, read_episode
+from .data import Skipped
+from .episodes import find_episodes, load_episode
 from .pose import poses_to_diffs
-from .training import (Schedule, StepSampler, apply_schedule, init_distributed, launch, launched, param_groups,
+from .training import (Schedule, StepGuard, StepSampler, apply_schedule, init_distributed, launch, launched, param_groups,
                                save_training_checkpoint)
 from .world_model import encode_frames, imagine, predict_next
 
+log = logging.getLogger("vjepa2wb.train_ac")
+
 # %% auto #0
-__all__ = ['encoder_fingerprint', 'FeatureCache', 'clip_index', 'ac_losses', 'evaluate', 'copy_last_init_', 'split_episodes',
-           'ACTrainConfig', 'train_ac', 'main', 'run_train_ac']
+__all__ = ['log', 'encoder_fingerprint', 'FeatureCache', 'clip_index', 'ac_losses', 'evaluate', 'copy_last_init_',
+           'split_episodes', 'ACTrainConfig', 'train_ac', 'main', 'run_train_ac']
 
 # %% ../nbs/17_train_ac.ipynb #727de889
 def encoder_fingerprint(encoder) -> str:
@@ -51,31 +55,44 @@ def _episode_key(kind: str, path: str, index: int) -> str:
     stat = [(str(q), q.stat().st_size, q.stat().st_mtime_ns) for q in files]
     return hashlib.sha256(json.dumps([kind, path, index, stat]).encode()).hexdigest()[:16]
 
+def _entries(roots) -> bool:
+    "Whether `roots` is a list of `find_episodes` entries (tuples, or lists after JSON) rather than of roots."
+    return isinstance(roots, list) and bool(roots) and isinstance(roots[0], (tuple, list))
+
 class FeatureCache(Dataset):
-    "Per-episode frame features `[n, P, D]` (memory-mapped) and states `[n, 7]`, resampled to `fps`; `roots` may also be a list of `find_episodes` entries."
+    """Per-episode frame features `[n, P, D]` (memory-mapped) and states `[n, 7]`, resampled to `fps`; `roots` may also
+    be a list of `find_episodes` entries. What `load_episode` refuses is skipped and logged: `skipped` holds
+    `(episode, reason)` pairs, `episodes` the entries kept, in order."""
     def __init__(self, encoder, roots, crop: int, fps: float = 4.0, cache_dir=None, device="cpu", progress: bool = True):
-        self.items, self.skipped = [], []
+        self.items, self.skipped, self.episodes = [], [], []
         fp = encoder_fingerprint(encoder)
         encoder = encoder.eval().to(device)
         cache_dir = Path(cache_dir or Path.home() / ".cache" / "vjepa2wb" / "features")
-        episodes = roots if isinstance(roots, list) and roots and isinstance(roots[0], tuple) else find_episodes(roots)
+        episodes = [tuple(e) for e in roots] if _entries(roots) else find_episodes(roots)
         for kind, path, index in tqdm(episodes, desc="features", disable=not progress):
             key = hashlib.sha256(f"{fp}|{crop}|{fps}|{_episode_key(kind, path, index)}".encode()).hexdigest()[:24]
             d = cache_dir / key
             if not (d / "done").exists():
-                try:
-                    ep = read_episode(kind, path, index)
-                except Exception as e:
-                    self.skipped.append((f"{path}#{index}", f"unreadable: {type(e).__name__}: {str(e)[:100]}")); continue
+                ep = load_episode(kind, path, index)
+                if isinstance(ep, Skipped):
+                    self._skip(ep.path, ep.reason); continue
                 step = max(1, int(round(ep.fps / fps)))
                 frames, states = torch.from_numpy(ep.frames[::step]), ep.states[::step]
                 d.mkdir(parents=True, exist_ok=True)
                 np.save(d / "features.npy", encode_frames(encoder, frames, crop).cpu().numpy())
                 np.save(d / "states.npy", states)
                 write_atomic(d / "done", "ok")
-            self.items.append((np.load(d / "features.npy", mmap_mode="r"), np.load(d / "states.npy")))
+            states = np.load(d / "states.npy")
+            if not np.isfinite(states).all():              # cached before episodes were checked
+                self._skip(path if kind == "droid" else f"{path}#{index}", "non-finite states (in the feature cache)"); continue
+            self.items.append((np.load(d / "features.npy", mmap_mode="r"), states)); self.episodes.append((kind, path, index))
         if not self.items:
-            raise ValueError(f"no readable episodes under {roots}")
+            why = "; ".join(f"{w}: {r}" for w, r in self.skipped[:3]) + ("; ..." if len(self.skipped) > 3 else "")
+            raise ValueError(f"none of the {len(episodes)} episodes{'' if _entries(roots) else f' under {roots}'} is readable ({why})")
+
+    def _skip(self, where: str, reason: str):
+        log.warning("skipped %s: %s", where, reason)
+        self.skipped.append((where, reason))
 
     def __len__(self): return len(self.items)
 
@@ -144,10 +161,11 @@ def copy_last_init_(predictor):
 
 # %% ../nbs/17_train_ac.ipynb #1feff78a
 def split_episodes(roots, val_fraction: float = 0.2, seed: int = 0) -> tuple[list, list]:
-    "Episodes under `roots`, shuffled by `seed` and split into train and held-out (at least one each)."
-    eps = find_episodes(roots)
+    """Episodes under `roots` (or a list of `find_episodes` entries, such as a cache's readable `episodes`), shuffled
+    by `seed` and split into train and held-out (at least one each)."""
+    eps = [tuple(e) for e in roots] if _entries(roots) else find_episodes(roots)
     if len(eps) < 2:
-        raise ValueError(f"need at least 2 episodes to hold one out; found {len(eps)} under {roots}")
+        raise ValueError(f"need at least 2 episodes to hold one out; found {len(eps)}" + ("" if _entries(roots) else f" under {roots}"))
     order = torch.randperm(len(eps), generator=torch.Generator().manual_seed(seed)).tolist()
     n_val = min(len(eps) - 1, max(1, round(val_fraction * len(eps))))
     return [eps[i] for i in order[n_val:]], [eps[i] for i in order[:n_val]]
@@ -217,7 +235,9 @@ def _ac_param_groups(predictor, action_scale: float) -> list[dict]:
 
 def train_ac(cfg: ACTrainConfig, encoder, cache: FeatureCache, out, resume: bool = False, device: str | None = None,
              progress: bool = True, val_cache: FeatureCache | None = None) -> pd.DataFrame:
-    "Train an AC predictor on cached features; write checkpoints (with the encoder) and metrics under `out`."
+    """Train an AC predictor on cached features; write checkpoints (with the encoder) and metrics under `out`.
+    A step with a NaN or inf loss or gradient is not taken (`status` "non-finite"); `training.MAX_NONFINITE_STEPS`
+    of them in a row stop the run with a `NonFiniteError`."""
     out = Path(out)
     rank, world, device = init_distributed(torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")))
     schedule = Schedule.of(cfg)
@@ -252,7 +272,7 @@ def train_ac(cfg: ACTrainConfig, encoder, cache: FeatureCache, out, resume: bool
     params = [p for g in opt.param_groups for p in g["params"]]
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    rows, t_last = [], time.perf_counter()
+    rows, t_last, guard = [], time.perf_counter(), StepGuard(out)
     bar = tqdm(total=cfg.steps, initial=start, desc="train_ac", disable=not progress or rank != 0, dynamic_ncols=True)
     for step, batch in zip(range(start, cfg.steps), sampler):
         lr, _ = apply_schedule(opt, schedule, step)
@@ -261,15 +281,14 @@ def train_ac(cfg: ACTrainConfig, encoder, cache: FeatureCache, out, resume: bool
             tf, ro = ac_losses(model, feats.to(device), states.to(device), cfg.auto_steps, cfg.loss_exp, cfg.normalize_reps)
         loss = tf + ro
         loss.backward()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad or float("inf")))
-        opt.step(); opt.zero_grad(set_to_none=True)
         losses = torch.stack([loss, tf, ro]).detach()
         if world > 1:
             dist.all_reduce(losses); losses /= world
         loss_v, tf_v, ro_v = losses.tolist()
+        grad_norm, stepped = guard.step(opt, params, loss_v, cfg.clip_grad, step)     # a NaN or inf loss never steps
         now = time.perf_counter()
         rows.append(dict(step=step, loss=loss_v, loss_tf=tf_v, loss_rollout=ro_v, lr=lr, grad_norm=grad_norm,
-                         seconds=now - t_last)); t_last = now
+                         status="stepped" if stepped else "non-finite", seconds=now - t_last)); t_last = now
         bar.update(1); bar.set_postfix(loss=f"{loss_v:.4f}")
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
             metrics = pd.concat([metrics, pd.DataFrame(rows)], ignore_index=True); rows = []
