@@ -159,7 +159,7 @@ def _load_optimizer(student, opt, state: dict):
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
     set_optimizer_state_dict(student, opt, optim_state_dict=state, options=StateDictOptions(full_state_dict=True))
 
-# %% ../nbs/11_pretrain.ipynb #e4f7598b
+# %% ../nbs/11_pretrain.ipynb #365c639d
 def _shard(module):
     from torch.distributed.fsdp import fully_shard
     for sub in module.modules():
@@ -168,6 +168,47 @@ def _shard(module):
     fully_shard(module, reshard_after_forward=True)   # the root too: the EMA update needs sharded weights
     return module
 
+# %% ../nbs/11_pretrain.ipynb #890b0f44
+def _wrap(student: torch.nn.Module, target_encoder: torch.nn.Module, world: int, strategy: str) -> torch.nn.Module:
+    "The student as it trains: plain in one process, DDP, or FSDP2 (the target encoder sharded alike)."
+    if world > 1 and strategy == "fsdp":
+        model = _shard(student); _shard(target_encoder)
+        return model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        return DDP(student)
+    return student
+
+# %% ../nbs/11_pretrain.ipynb #3daeb82e
+def _batch_loss(model, target_encoder, video: torch.Tensor, cfg: PretrainConfig, recipes, seed: int, device, amp) -> tuple[float, dict]:
+    "Backpropagate the V-JEPA loss of one batch in `cfg.accum_steps` chunks; `(mean loss, last chunk's info)`."
+    loss_sum, info = 0.0, {}
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)                      # kornia draws from the global generator
+    chunks = video.chunk(cfg.accum_steps)
+    for chunk in chunks:
+        x = prepare_batch(chunk, cfg.crop, train=True, device=device, scale=cfg.crop_scale, ratio=cfg.crop_ratio)
+        with amp:
+            loss, info = jepa_loss(model, target_encoder, x, recipes, g, cfg.loss_exp)
+        (loss / len(chunks)).backward()
+        loss_sum += loss.item() / len(chunks)
+    return loss_sum, info
+
+# %% ../nbs/11_pretrain.ipynb #c5cb962f
+def _save_pretrain(out: Path, step: int, cfg: PretrainConfig, student, target_encoder, opt, metrics, rank: int):
+    "Gather the full states (a collective under FSDP), and on rank 0 write them as training checkpoint `step`."
+    student_sd, target_sd, optim_sd = _full_states(student, target_encoder, opt)
+    if rank != 0:
+        return
+    enc_cfg, pred_cfg = cfg.model_configs()
+    enc, pred, tgt = VisionTransformer(enc_cfg), VisionTransformerPredictor(pred_cfg), VisionTransformer(enc_cfg)
+    enc.load_state_dict({k[8:]: v for k, v in student_sd.items() if k.startswith("encoder.")})
+    pred.load_state_dict({k[10:]: v for k, v in student_sd.items() if k.startswith("predictor.")})
+    tgt.load_state_dict(target_sd)
+    save_training_checkpoint(out, step, WorldModel(encoder=enc, target_encoder=tgt, predictor=pred),
+                             optim_sd, asdict(cfg), metrics, cfg.keep_checkpoints)
+
+# %% ../nbs/11_pretrain.ipynb #a0b4a1de
 def pretrain(cfg: PretrainConfig, dataset: Dataset, out, resume: bool = False, device: str | None = None,
              strategy: str = "ddp", progress: bool = True) -> pd.DataFrame:
     """Pretrain an encoder and predictor with the V-JEPA objective; write checkpoints and metrics under `out`.
@@ -187,13 +228,7 @@ def pretrain(cfg: PretrainConfig, dataset: Dataset, out, resume: bool = False, d
     start, opt_state, metrics = (training.resume(out, {"encoder": student.encoder, "predictor": student.predictor, "target_encoder": target_encoder})
                                  if resume else (0, None, pd.DataFrame()))
     student.to(device); target_encoder.requires_grad_(False).to(device)
-    if world > 1 and strategy == "fsdp":
-        model = _shard(student); _shard(target_encoder)
-    elif world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-        model = DDP(student)
-    else:
-        model = student
+    model = _wrap(student, target_encoder, world, strategy)
     online = student.encoder          # the EMA source (sharded in place under FSDP, plain under DDP)
     opt = torch.optim.AdamW(param_groups(student), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
     if opt_state is not None:
@@ -211,16 +246,7 @@ def pretrain(cfg: PretrainConfig, dataset: Dataset, out, resume: bool = False, d
         (lr, wd), m = apply_schedule(opt, schedule, step), momentum_at(cfg, step)
         info, loss_sum, grad_norm, status = {}, float("nan"), float("nan"), "no clips"    # no readable clip: no loss, no step
         if batch["video"] is not None:
-            loss_sum = 0.0
-            g = torch.Generator().manual_seed(step_seed(cfg.seed, step, rank))
-            torch.manual_seed(step_seed(cfg.seed, step, rank))          # kornia draws from the global generator
-            chunks = batch["video"].chunk(cfg.accum_steps)
-            for chunk in chunks:
-                x = prepare_batch(chunk, cfg.crop, train=True, device=device, scale=cfg.crop_scale, ratio=cfg.crop_ratio)
-                with amp:
-                    loss, info = jepa_loss(model, target_encoder, x, recipes, g, cfg.loss_exp)
-                (loss / len(chunks)).backward()
-                loss_sum += loss.item() / len(chunks)
+            loss_sum, info = _batch_loss(model, target_encoder, batch["video"], cfg, recipes, step_seed(cfg.seed, step, rank), device, amp)
         if world > 1:
             t = torch.tensor([loss_sum], device=device)
             dist.all_reduce(t); loss_sum = t.item() / world
@@ -237,15 +263,8 @@ def pretrain(cfg: PretrainConfig, dataset: Dataset, out, resume: bool = False, d
         bar.update(1); bar.set_postfix(loss=f"{loss_sum:.4f}" if status == "stepped" else status, lr=f"{lr:.2e}")
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
             metrics = pd.concat([metrics, pd.DataFrame(rows)], ignore_index=True); rows = []
-            student_sd, target_sd, optim_sd = _full_states(student, target_encoder, opt)   # collective under FSDP
             _write_skipped(out, skipped, world, rank)
-            if rank == 0:
-                enc, pred, tgt = VisionTransformer(enc_cfg), VisionTransformerPredictor(pred_cfg), VisionTransformer(enc_cfg)
-                enc.load_state_dict({k[8:]: v for k, v in student_sd.items() if k.startswith("encoder.")})
-                pred.load_state_dict({k[10:]: v for k, v in student_sd.items() if k.startswith("predictor.")})
-                tgt.load_state_dict(target_sd)
-                save_training_checkpoint(out, step + 1, WorldModel(encoder=enc, target_encoder=tgt, predictor=pred),
-                                         optim_sd, asdict(cfg), metrics, cfg.keep_checkpoints)
+            _save_pretrain(out, step + 1, cfg, student, target_encoder, opt, metrics, rank)
     bar.close()
     if rows:
         metrics = pd.concat([metrics, pd.DataFrame(rows)], ignore_index=True)
