@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from fastcore.basics import patch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
@@ -33,7 +34,7 @@ from .training import (EpochClips, Schedule, StepGuard, StepSampler, apply_sched
 __all__ = ['PretrainConfig', 'momentum_at', 'Student', 'jepa_loss', 'ema_update', 'pretrain', 'main', 'run_pretrain',
            'EpisodeVideos', 'pretrain_dataset']
 
-# %% ../nbs/11_pretrain.ipynb #fb18cb3d
+# %% ../nbs/11_pretrain.ipynb #a86db44f
 @dataclass
 class PretrainConfig:
     model_size: str = "tiny"
@@ -82,18 +83,23 @@ class PretrainConfig:
         check_param("grad_checkpointing", self.grad_checkpointing, bool); check_param("seed", self.seed, int)
         Schedule.of(self)                                   # the schedule's own checks
 
-    def mask_recipes(self) -> list[MaskRecipe]:
-        return [recipe_from_dict(r) for r in self.recipes]
+# %% ../nbs/11_pretrain.ipynb #41440191
+@patch
+def mask_recipes(self: PretrainConfig) -> list[MaskRecipe]:
+    "The mask recipes, as `MaskRecipe`s."
+    return [recipe_from_dict(r) for r in self.recipes]
 
-    def model_configs(self):
-        enc = encoder_config(self.model_size, **{"img_size": self.crop, "num_frames": self.frames, **self.encoder})
-        pred = predictor_config(self.model_size, **{"embed_dim": enc.embed_dim, "img_size": self.crop, "num_frames": self.frames,
-                                                    "patch_size": enc.patch_size, "tubelet_size": enc.tubelet_size,
-                                                    "num_mask_tokens": len(self.recipes), **self.predictor})
-        if self.crop % enc.patch_size or self.frames % enc.tubelet_size:
-            raise ValueError(f"crop {self.crop} must be a multiple of the patch size {enc.patch_size}, "
-                             f"frames {self.frames} of the tubelet size {enc.tubelet_size}")
-        return enc, pred
+@patch
+def model_configs(self: PretrainConfig):
+    "The encoder and predictor configs of this run (`EncoderConfig`, `PredictorConfig`), checked against crop and frames."
+    enc = encoder_config(self.model_size, **{"img_size": self.crop, "num_frames": self.frames, **self.encoder})
+    pred = predictor_config(self.model_size, **{"embed_dim": enc.embed_dim, "img_size": self.crop, "num_frames": self.frames,
+                                                "patch_size": enc.patch_size, "tubelet_size": enc.tubelet_size,
+                                                "num_mask_tokens": len(self.recipes), **self.predictor})
+    if self.crop % enc.patch_size or self.frames % enc.tubelet_size:
+        raise ValueError(f"crop {self.crop} must be a multiple of the patch size {enc.patch_size}, "
+                         f"frames {self.frames} of the tubelet size {enc.tubelet_size}")
+    return enc, pred
 
 # %% ../nbs/11_pretrain.ipynb #b8ec265e
 def momentum_at(cfg: PretrainConfig, step: int) -> float:
@@ -208,6 +214,17 @@ def _save_pretrain(out: Path, step: int, cfg: PretrainConfig, student, target_en
     save_training_checkpoint(out, step, WorldModel(encoder=enc, target_encoder=tgt, predictor=pred),
                              optim_sd, asdict(cfg), metrics, cfg.keep_checkpoints)
 
+# %% ../nbs/11_pretrain.ipynb #89c2ff8e
+def _initial_models(cfg: PretrainConfig) -> tuple[Student, VisionTransformer]:
+    "The seeded student (encoder and predictor) a run starts from, and its target encoder, a copy of the encoder."
+    enc_cfg, pred_cfg = cfg.model_configs()
+    torch.manual_seed(cfg.seed)
+    student = Student(VisionTransformer(enc_cfg), VisionTransformerPredictor(pred_cfg))
+    student.encoder.grad_checkpointing = student.predictor.grad_checkpointing = cfg.grad_checkpointing
+    target_encoder = VisionTransformer(enc_cfg)
+    target_encoder.load_state_dict(student.encoder.state_dict())
+    return student, target_encoder
+
 # %% ../nbs/11_pretrain.ipynb #a0b4a1de
 def pretrain(cfg: PretrainConfig, dataset: Dataset, out, resume: bool = False, device: str | None = None,
              strategy: str = "ddp", progress: bool = True) -> pd.DataFrame:
@@ -219,12 +236,7 @@ def pretrain(cfg: PretrainConfig, dataset: Dataset, out, resume: bool = False, d
     out = Path(out)
     rank, world, device = init_distributed(torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")))
     recipes, schedule = cfg.mask_recipes(), Schedule.of(cfg)
-    enc_cfg, pred_cfg = cfg.model_configs()
-    torch.manual_seed(cfg.seed)
-    student = Student(VisionTransformer(enc_cfg), VisionTransformerPredictor(pred_cfg))
-    student.encoder.grad_checkpointing = student.predictor.grad_checkpointing = cfg.grad_checkpointing
-    target_encoder = VisionTransformer(enc_cfg)
-    target_encoder.load_state_dict(student.encoder.state_dict())
+    student, target_encoder = _initial_models(cfg)
     start, opt_state, metrics = (training.resume(out, {"encoder": student.encoder, "predictor": student.predictor, "target_encoder": target_encoder})
                                  if resume else (0, None, pd.DataFrame()))
     student.to(device); target_encoder.requires_grad_(False).to(device)

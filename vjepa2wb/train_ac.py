@@ -223,7 +223,7 @@ class ACTrainConfig:
                                                        "max_num_frames": max(2, self.frames) * encoder_cfg.tubelet_size,
                                                        "roll_center": math.pi, "residual": True, **self.predictor})
 
-# %% ../nbs/17_train_ac.ipynb #dbe29c7e
+# %% ../nbs/17_train_ac.ipynb #964e956e
 def _ac_param_groups(predictor, action_scale: float) -> list[dict]:
     "`param_groups`, with the action encoder's weight in a group of its own: `action_scale` times the rate, no decay."
     w = predictor.action_encoder.weight
@@ -233,6 +233,26 @@ def _ac_param_groups(predictor, action_scale: float) -> list[dict]:
     groups[0]["params"] = [p for p in groups[0]["params"] if p is not w]
     return groups + ([{"params": [w], "wd_exclude": True, "weight_decay": 0.0, "lr_scale": action_scale}] if w.requires_grad else [])
 
+# %% ../nbs/17_train_ac.ipynb #c49f2958
+def _initial_predictor(cfg: ACTrainConfig, encoder_cfg) -> VisionTransformerPredictorAC:
+    "The AC predictor a run starts from: seeded, copy-last initialised where `init` asks, action weights times `action_scale`."
+    torch.manual_seed(cfg.seed)
+    pcfg = cfg.predictor_config(encoder_cfg)
+    predictor = VisionTransformerPredictorAC(pcfg)
+    if cfg.init == "copy_last" or (cfg.init == "auto" and (pcfg.residual or pcfg.embed_dim == pcfg.pred_embed_dim)):
+        copy_last_init_(predictor)
+    with torch.no_grad():
+        predictor.action_encoder.weight.mul_(cfg.action_scale)
+    return predictor
+
+def _set_trainable(predictor: VisionTransformerPredictorAC, cfg: ACTrainConfig):
+    "Freeze the first `freeze_blocks` blocks, and the extrinsics encoder where it is unused (DDP must not wait for it)."
+    for blk in predictor.predictor_blocks[:cfg.freeze_blocks]:
+        blk.requires_grad_(False)
+    predictor.extrinsics_encoder.requires_grad_(predictor.cfg.use_extrinsics)
+    predictor.grad_checkpointing = cfg.grad_checkpointing
+
+# %% ../nbs/17_train_ac.ipynb #eda65b22
 def train_ac(cfg: ACTrainConfig, encoder, cache: FeatureCache, out, resume: bool = False, device: str | None = None,
              progress: bool = True, val_cache: FeatureCache | None = None) -> pd.DataFrame:
     """Train an AC predictor on cached features; write checkpoints (with the encoder) and metrics under `out`.
@@ -241,18 +261,9 @@ def train_ac(cfg: ACTrainConfig, encoder, cache: FeatureCache, out, resume: bool
     out = Path(out)
     rank, world, device = init_distributed(torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")))
     schedule = Schedule.of(cfg)
-    torch.manual_seed(cfg.seed)
-    pcfg = cfg.predictor_config(encoder.cfg)
-    predictor = VisionTransformerPredictorAC(pcfg)
-    if cfg.init == "copy_last" or (cfg.init == "auto" and (pcfg.residual or pcfg.embed_dim == pcfg.pred_embed_dim)):
-        copy_last_init_(predictor)
-    with torch.no_grad():
-        predictor.action_encoder.weight.mul_(cfg.action_scale)
+    predictor = _initial_predictor(cfg, encoder.cfg)
     start, opt_state, metrics = training.resume(out, {"ac_predictor": predictor}) if resume else (0, None, pd.DataFrame())
-    for blk in predictor.predictor_blocks[:cfg.freeze_blocks]:
-        blk.requires_grad_(False)
-    predictor.extrinsics_encoder.requires_grad_(pcfg.use_extrinsics)    # unused otherwise: DDP must not wait for it
-    predictor.grad_checkpointing = cfg.grad_checkpointing
+    _set_trainable(predictor, cfg)
     predictor.to(device).train()
     model = predictor
     if world > 1:
