@@ -510,3 +510,16 @@ def test_pretrain_refuses_missing_data_before_writing(tmp_path):
     with pytest.raises(pm.PapermillExecutionError, match="parameter data=.*missing.* neither a synthetic name"):
         run("pretrain.ipynb", tmp_path, data=str(tmp_path / "missing"), output_dir=str(tmp_path / "never"))
     assert not (tmp_path / "never").exists()
+
+
+def test_robot_session_refuses_a_nan_checkpoint_before_any_step(tmp_path, fixture_checkpoint):
+    """The issue's repro: a checkpoint whose AC predictor is NaN. Refused at load: non-zero exit, no step, nothing written."""
+    bad = tmp_path / "nan_model"
+    shutil.copytree(fixture_checkpoint, bad)
+    sd = load_file(bad / "model.safetensors")
+    key = next(k for k in sd if k.startswith("ac_predictor.") and sd[k].is_floating_point())
+    sd[key] = torch.full_like(sd[key], float("nan"))
+    save_file(sd, bad / "model.safetensors", metadata={"format": "vjepa2wb"})
+    with pytest.raises(pm.PapermillExecutionError, match=f"{key} holds .* non-finite"):
+        run("robot_session.ipynb", tmp_path, checkpoint=str(bad), output_dir=str(tmp_path / "never"))
+    assert not (tmp_path / "never").exists()

@@ -93,6 +93,14 @@ def test_pipeline_end_to_end_tiny(tmp_path):
     ckpt = json.loads((out / "train_ac" / "summary.json").read_text())["checkpoint"]
     nb = run("explore_rollouts.ipynb", tmp_path, checkpoint=ckpt, data=str(out / "collect_sim" / "lerobot"))
     assert any("episodes, model from" in o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    # run again into the same folder: collect_sim resumes, every other stage's first output is kept apart
+    first_steps = (out / "robot_session" / "steps.jsonl").read_text()
+    run("pipeline.ipynb", tmp_path, run_id="test", params_file=str(params), output_root=str(out))
+    kept = {p.name.rsplit("-", 2)[0]: p for p in (out / "previous").iterdir()}
+    assert set(kept) == {"pretrain", "train_ac", "eval_energy", "robot_session"}
+    assert (kept["robot_session"] / "steps.jsonl").read_text() == first_steps
+    again = (out / "robot_session" / "steps.jsonl").read_text().splitlines()
+    assert len(again) == len(first_steps.splitlines()) and all(json.loads(l)["step"] < 2 for l in again)   # a fresh log
 
 
 def test_pipeline_refuses_unknown_stage_parameters(tmp_path):

@@ -30,10 +30,10 @@ from .predictor import VisionTransformerPredictor
 from .probe import AttentiveClassifier
 
 # %% auto #0
-__all__ = ['COMPONENTS', 'INFER', 'HEAD_FIELD', 'BOOKKEEPING', 'FORMAT', 'RELEASE_BASE_URL', 'RELEASES', 'RENAMED', 'WorldModel',
-           'infer_encoder', 'infer_predictor', 'infer_ac_predictor', 'infer_probe', 'check_finite', 'build_strict',
-           'read_pt', 'official_state_dicts', 'hf_to_ours', 'save_checkpoint', 'cache_dir', 'release_url', 'download',
-           'load_checkpoint', 'kept_checkpoints', 'latest_checkpoint']
+__all__ = ['COMPONENTS', 'INFER', 'HEAD_FIELD', 'LOAD_ADVICE', 'BOOKKEEPING', 'FORMAT', 'RELEASE_BASE_URL', 'RELEASES', 'RENAMED',
+           'WorldModel', 'infer_encoder', 'infer_predictor', 'infer_ac_predictor', 'infer_probe', 'check_finite',
+           'build_strict', 'read_pt', 'official_state_dicts', 'hf_to_ours', 'save_checkpoint', 'cache_dir',
+           'release_url', 'download', 'load_checkpoint', 'kept_checkpoints', 'latest_checkpoint']
 
 # %% ../nbs/07_checkpoints.ipynb #4df78fbf
 COMPONENTS = {  # component -> (config class, model class, keyword of load_checkpoint)
@@ -138,14 +138,15 @@ HEAD_FIELD = {"encoder": "num_heads", "target_encoder": "num_heads", "predictor"
               "ac_predictor": "pred_num_heads", "probe": "num_heads"}
 
 # %% ../nbs/07_checkpoints.ipynb #0c4d9e21
-def check_finite(sd: dict, source, prefix: str = "") -> None:
+LOAD_ADVICE = "load_checkpoint(..., allow_nonfinite=True) loads it anyway, to inspect a broken run"
+
+def check_finite(sd: dict, source, prefix: str = "", advice: str = LOAD_ADVICE) -> None:
     "Refuse a state dict with NaN or inf in a floating tensor, naming the tensor: one `isfinite` pass per tensor."
     for k, t in sd.items():
         if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
             n_nan, n_bad = int(t.isnan().sum()), int((~torch.isfinite(t)).sum())
             raise CheckpointError(f"{source}: {prefix}{k} holds {n_bad} non-finite of {t.numel()} values "
-                                  f"({n_nan} NaN, {n_bad - n_nan} inf); refused, since one NaN makes every output NaN "
-                                  "(load_checkpoint(..., allow_nonfinite=True) loads it anyway, to inspect a broken run)")
+                                  f"({n_nan} NaN, {n_bad - n_nan} inf); refused, since one NaN makes every output NaN ({advice})")
 
 # %% ../nbs/07_checkpoints.ipynb #fcb99a8c
 _UNUSED_TABLES = ("pos_embed", "predictor_pos_embed")   # sin-cos tables some files carry; RoPE models ignore them
@@ -382,12 +383,14 @@ def _split(sd: dict) -> dict:
 FORMAT = "vjepa2wb"
 
 def save_checkpoint(wm: WorldModel, directory) -> Path:
-    "Write `wm` as `directory/model.safetensors` + `directory/config.json`, atomically."
+    "Write `wm` as `directory/model.safetensors` + `directory/config.json`, atomically; a NaN or inf weight is refused first."
     directory = Path(directory)
     mods = wm.modules()
     if not mods:
         raise ValueError("the world model holds no network to save")
     shared = {k: "encoder" for k, m in mods.items() if k == "target_encoder" and m is mods.get("encoder")}
+    for k, m in mods.items():
+        check_finite(m.state_dict(), directory, f"{k}.", "nothing was written")
     tensors = {f"{k}.{n}": t.detach().to("cpu", torch.float32 if t.is_floating_point() else t.dtype).contiguous().clone()
                for k, m in mods.items() if k not in shared for n, t in m.state_dict().items()}
     config = {"format": FORMAT, "format_version": 1, "shared": shared,
