@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .core import rope_dims_per_axis
-from .kernels import apply_rope, gelu, residual, rope_math, silu_mul, swap_pairs
+from .kernels import apply_rope, gelu, residual, silu_mul
 
 # %% auto #0
 __all__ = ['grid_positions', 'index_positions', 'rope_table', 'Attention', 'MLP', 'SwiGLU', 'Block', 'make_blocks', 'run_blocks',
