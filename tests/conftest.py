@@ -38,7 +38,8 @@ def expect(fix, manifest):
         if file not in cache:
             cache[file] = load_file(fix / file)
         ref = cache[file][name]
-        tol = manifest["tolerances"][file][name]
+        # files the manifest lists no tolerance for get the README's uniform float32 one
+        tol = manifest["tolerances"].get(file, {}).get(name, {"suggested_atol": 2e-4, "suggested_rtol": 1e-4})
         diff = (actual - ref).abs().max().item()
         assert actual.shape == ref.shape, f"{file}:{name}: shape {tuple(actual.shape)} != {tuple(ref.shape)}"
         assert torch.allclose(actual, ref, atol=tol["suggested_atol"], rtol=tol["suggested_rtol"]), \

@@ -254,3 +254,47 @@ def test_official_layout_roundtrip_infers_architecture(tmp_path, activation):
     assert torch.equal(wm.ac_predictor(feats, acts, acts, ext), ac(feats, acts, acts, ext))
     with pytest.raises(ValueError, match="extrinsics must be"):
         wm.ac_predictor(feats, acts, acts)
+
+
+@torch.no_grad()
+def test_anticipation_probe_roundtrip_and_released_probe_names(tmp_path, fix, manifest, monkeypatch):
+    ap = manifest["hyperparameters"]["anticipation_probe"]
+    tokens = load_file(fix / "anticipation_io.safetensors")["future_tokens"]
+    wm = load_checkpoint(fix / "anticipation_probe_checkpoint.pt", probe={"num_heads": ap["num_heads"]})
+    ref = wm.classifier(tokens)
+    back = load_checkpoint(save_checkpoint(wm, tmp_path / "ours"))
+    assert back.config["probe"].outputs == ap["classes"] and back.config["probe"].num_queries == len(ap["classes"])
+    assert all(torch.equal(v, ref[k]) for k, v in back.classifier(tokens).items())
+    # each released probe name resolves to its file under evals/, as the official README links them
+    server = tmp_path / "server"
+    probes = {n: f for n, (f, kind) in ckpt.RELEASES.items() if kind == "probe"}
+    assert sorted(probes) == sorted(f"{task}-{size}" for task in ("ssv2", "diving48", "ek100") for size in ("vitl", "vitg-384"))
+    for name, file in probes.items():
+        (server / file).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(fix / ("anticipation_probe_checkpoint.pt" if name.startswith("ek100") else "probe_checkpoint.pt"), server / file)
+    monkeypatch.setenv("VJEPA2WB_RELEASE_BASE_URL", server.as_uri())
+    monkeypatch.setenv("VJEPA2WB_CACHE", str(tmp_path / "cache"))
+    for name, file in probes.items():
+        cfg = load_checkpoint(name).config["probe"]
+        assert cfg.num_heads == ckpt.RELEASED_PROBE_HEADS and (tmp_path / "cache" / file).exists(), name
+        assert (cfg.outputs is not None) == name.startswith("ek100"), name
+    ek = load_checkpoint("ek100-vitl", probe={"num_heads": ap["num_heads"]}).classifier(tokens)
+    assert all(torch.equal(v, ref[k]) for k, v in ek.items())
+
+
+@torch.no_grad()
+def test_hf_video_classifier_with_a_vitg_mlp_ratio(tmp_path):
+    """transformers builds the pooler's MLPs at ratio 4 whatever the config's mlp_ratio (ViT-g's is 48/11)."""
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.VJEPA2Config(crop_size=32, frames_per_clip=2, hidden_size=44, num_attention_heads=2,
+                                    num_hidden_layers=1, mlp_ratio=48 / 11, pred_hidden_size=32, pred_num_attention_heads=2,
+                                    pred_num_hidden_layers=1, num_pooler_layers=1, num_labels=3)
+    torch.manual_seed(0)
+    model = transformers.VJEPA2ForVideoClassification(cfg).eval()
+    model.save_pretrained(tmp_path / "hf")
+    wm = load_checkpoint(tmp_path / "hf")
+    assert wm.config["encoder"].mlp_ratio == pytest.approx(48 / 11) and wm.config["probe"].mlp_ratio == 4.0
+    x = torch.randn(2, 2, 3, 32, 32)
+    ref = model(pixel_values_videos=x).logits
+    ours = wm.classifier(wm.encoder(x.transpose(1, 2)))
+    assert ref.abs().max() > 1e-3 and torch.allclose(ours, ref, atol=1e-4, rtol=1e-4), (ours - ref).abs().max()

@@ -1,11 +1,15 @@
 """Every output of the conformance fixtures, reproduced through load_checkpoint and the contracted calls.
 
 Sizes come from manifest.json and the stored tensors, never from this file."""
+import json
+
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 
-from vjepa2wb import compute_new_pose, load_checkpoint, poses_to_diff, poses_to_diffs
+from vjepa2wb import (anticipate, class_mean_recall, compute_new_pose, load_checkpoint, poses_to_diff, poses_to_diffs,
+                      sigmoid_focal_loss)
 from vjepa2wb.ac_predictor import frame_causal_mask
 from vjepa2wb.encoder import image_to_clip
 
@@ -171,3 +175,28 @@ def test_probe_is_one_name_saved_and_loaded(fix, hp, tmp_path):
     sd = load_file(saved / "model.safetensors")
     save_file({k.replace("probe.", "classifier.", 1): v for k, v in sd.items()}, saved / "model.safetensors", metadata={"format": "vjepa2wb"})
     assert torch.equal(load_checkpoint(saved).classifier(tokens), wm.probe(tokens))
+
+
+@torch.no_grad()
+def test_anticipation_wrapper_probe_metric_and_loss(fix, hp, pretrain, expect):
+    f = "anticipation_io.safetensors"
+    io = load_file(fix / f)
+    info = json.loads(safe_open(fix / f, "pt").metadata()["fixture_info"])
+    w = info["wrapper"]
+    future = anticipate(pretrain, io["video"], io["anticipation_times"], fps=w["frames_per_second"],
+                        num_output_frames=w["num_output_frames"], num_steps=w["num_steps"])
+    expect(future, f, "future_tokens")
+    ap = hp["anticipation_probe"]
+    probe = load_checkpoint(fix / "anticipation_probe_checkpoint.pt", probe={"num_heads": ap["num_heads"]}).classifier
+    logits = probe(io["future_tokens"])
+    assert sorted(logits) == sorted(ap["classes"])
+    for head in ap["classes"]:
+        expect(logits[head], f, f"probe_{head}_logits")
+    k = info["metric"]["k"]
+    for suffix, valid in (("all", None), ("valid", set(io["metric_valid_classes"].tolist()))):
+        r = class_mean_recall(io["metric_logits"], io["metric_labels"], k=k, valid_classes=valid)
+        expect(torch.tensor(r["recall"]), f, f"recall5_{suffix}")
+        expect(torch.tensor(r["accuracy"]), f, f"accuracy5_{suffix}")
+    expect(sigmoid_focal_loss(io["metric_logits"], io["metric_labels"]), f, "focal_sum")
+    expect(sigmoid_focal_loss(io["metric_logits"], io["metric_labels"], reduction="mean"), f, "focal_mean")
+    expect(sigmoid_focal_loss(io["metric_logits"], io["metric_labels"], alpha=0.5, gamma=1.0), f, "focal_a05_g1_sum")

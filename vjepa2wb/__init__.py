@@ -10,3 +10,4 @@ __all__ = []
 from .checkpoints import WorldModel, load_checkpoint, save_checkpoint
 from .core import CheckpointError, ConfigError
 from .pose import compute_new_pose, poses_to_diff, poses_to_diffs
+from .anticipation import anticipate, class_mean_recall, sigmoid_focal_loss

@@ -30,10 +30,11 @@ from .predictor import VisionTransformerPredictor
 from .probe import AttentiveClassifier
 
 # %% auto #0
-__all__ = ['COMPONENTS', 'INFER', 'HEAD_FIELD', 'LOAD_ADVICE', 'BOOKKEEPING', 'FORMAT', 'RELEASE_BASE_URL', 'RELEASES', 'RENAMED',
-           'WorldModel', 'infer_encoder', 'infer_predictor', 'infer_ac_predictor', 'infer_probe', 'check_finite',
-           'build_strict', 'read_pt', 'official_state_dicts', 'hf_to_ours', 'save_checkpoint', 'cache_dir',
-           'release_url', 'download', 'load_checkpoint', 'kept_checkpoints', 'latest_checkpoint']
+__all__ = ['COMPONENTS', 'HEAD_ORDER', 'INFER', 'HEAD_FIELD', 'LOAD_ADVICE', 'BOOKKEEPING', 'FORMAT', 'RELEASE_BASE_URL',
+           'RELEASES', 'RELEASED_PROBE_HEADS', 'RENAMED', 'WorldModel', 'infer_encoder', 'infer_predictor',
+           'infer_ac_predictor', 'infer_probe', 'check_finite', 'build_strict', 'read_pt', 'official_state_dicts',
+           'hf_to_ours', 'save_checkpoint', 'cache_dir', 'release_url', 'download', 'load_checkpoint',
+           'kept_checkpoints', 'latest_checkpoint']
 
 # %% ../nbs/07_checkpoints.ipynb #4df78fbf
 COMPONENTS = {  # component -> (config class, model class, keyword of load_checkpoint)
@@ -123,11 +124,16 @@ def infer_ac_predictor(sd):
                 extrinsics_dim=sd["extrinsics_encoder.weight"].shape[1]), defaults
 
 # %% ../nbs/07_checkpoints.ipynb #db378817
+HEAD_ORDER = ("verb", "noun", "action")   # the official anticipation probe's queries, in order
+
 def infer_probe(sd):
     q = sd["pooler.query_tokens"]
     D = q.shape[2]
-    inferred = dict(embed_dim=D, num_queries=q.shape[1], depth=_count(sd, "pooler.blocks") + 1,
-                    num_classes=sd["linear.weight"].shape[0], qkv_bias="pooler.cross_attention_block.xattn.q.bias" in sd,
+    heads = {m.group(1): v.shape[0] for k, v in sd.items() if (m := re.fullmatch(r"(\w+)_classifier\.weight", k))}
+    order = sorted(heads, key=lambda h: (HEAD_ORDER.index(h) if h in HEAD_ORDER else len(HEAD_ORDER), h))
+    classes = dict(outputs={h: heads[h] for h in order}) if heads else dict(num_classes=sd["linear.weight"].shape[0])
+    inferred = dict(embed_dim=D, num_queries=q.shape[1], depth=_count(sd, "pooler.blocks") + 1, **classes,
+                    qkv_bias="pooler.cross_attention_block.xattn.q.bias" in sd,
                     mlp_ratio=sd["pooler.cross_attention_block.mlp.fc1.weight"].shape[0] / D)
     return inferred, {}
 
@@ -411,7 +417,12 @@ def save_checkpoint(wm: WorldModel, directory) -> Path:
 # %% ../nbs/07_checkpoints.ipynb #a8d0add7
 RELEASE_BASE_URL = "https://dl.fbaipublicfiles.com/vjepa2"
 RELEASES = {"vitl": ("vitl.pt", "large"), "vith": ("vith.pt", "huge"), "vitg": ("vitg.pt", "giant"),
-            "vitg-384": ("vitg-384.pt", "giant-384"), "ac-vitg": ("vjepa2-ac-vitg.pt", "giant")}
+            "vitg-384": ("vitg-384.pt", "giant-384"), "ac-vitg": ("vjepa2-ac-vitg.pt", "giant"),
+            # the attentive probes of the frozen evaluations
+            "ssv2-vitl": ("evals/ssv2-vitl-16x2x3.pt", "probe"), "diving48-vitl": ("evals/diving48-vitl-256.pt", "probe"),
+            "ek100-vitl": ("evals/ek100-vitl-256.pt", "probe"), "ssv2-vitg-384": ("evals/ssv2-vitg-384-64x2x3.pt", "probe"),
+            "diving48-vitg-384": ("evals/diving48-vitg-384-32x4x3.pt", "probe"), "ek100-vitg-384": ("evals/ek100-vitg-384.pt", "probe")}
+RELEASED_PROBE_HEADS = 16   # `classifier.num_heads` of every released evaluation config
 
 def cache_dir() -> Path:
     return Path(os.environ.get("VJEPA2WB_CACHE", Path.home() / ".cache" / "vjepa2wb"))
@@ -484,13 +495,20 @@ def _check_ours(conf: dict, cfg_file: Path) -> tuple[dict, dict]:
     return comps, shared
 
 # %% ../nbs/07_checkpoints.ipynb #2b0bf029
+def _release_defaults(name: str) -> dict:
+    "Fields a released file does not hold, by component: the encoder's crop, or a probe's head count."
+    kind = RELEASES[name][1]
+    if kind == "probe":
+        return {"probe": {"num_heads": RELEASED_PROBE_HEADS}}
+    crop = {"img_size": ENCODER_SIZES[kind].get("img_size", 256)}
+    return {c: crop for c in COMPONENTS if c != "probe"}
+
 def _source_path(path) -> tuple[Path, dict]:
     s = str(path)
     if s in RELEASES:
         dest = cache_dir() / RELEASES[s][0]
         download(release_url(s), dest)
-        size = ENCODER_SIZES[RELEASES[s][1]]
-        return dest, {"img_size": size.get("img_size", 256)}
+        return dest, _release_defaults(s)
     if re.match(r"^(https?|file)://", s):
         name = Path(urllib.parse.urlparse(s).path).name or "checkpoint.pt"
         return download(s, cache_dir() / name), {}
@@ -516,6 +534,8 @@ def _load_directory(path: Path, build, wm: WorldModel):
             raise CheckpointError(f"{path}: tensors for components not in config.json: {sorted(parts)}")
     elif conf.get("model_type") == "vjepa2":
         parts, cfgs = _split(hf_to_ours(_read_safetensors(path))), _hf_configs(conf, cfg_file)
+        if "pooler.query_tokens" in parts.get("probe", {}):   # transformers builds the pooler's MLPs at ratio 4,
+            cfgs["probe"].update(infer_probe(parts["probe"])[0])   # whatever mlp_ratio says: trust the weights
         for comp in ("encoder", "predictor", "probe"):
             if comp in parts:
                 build(comp, parts.pop(comp), inferred=cfgs[comp])
@@ -538,7 +558,7 @@ def load_checkpoint(path, encoder=None, predictor=None, ac_predictor=None, probe
     wm = WorldModel(source=str(path))
 
     def build(component, sd, base=None, inferred=None):
-        base = {**(release_base if component != "probe" else {}), **(base or {})}
+        base = {**release_base.get(component, {}), **(base or {})}
         model, cfg = build_strict(component, sd, given[COMPONENTS[component][2]], str(path), base, inferred, allow_nonfinite)
         setattr(wm, component, model); wm.config[component] = cfg
 

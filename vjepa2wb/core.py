@@ -207,15 +207,29 @@ class ProbeConfig(_BaseConfig):
     num_heads: int = 16
     depth: int = 4
     num_queries: int = 1
-    num_classes: int = 174
+    num_classes: int | None = 174       # classes of the one linear head (None with `outputs`)
     mlp_ratio: float = 4.0
     qkv_bias: bool = True
     norm_eps: float = 1e-5
+    outputs: dict | None = None         # several heads instead, one query each: {"verb": 97, "noun": 300, "action": 3568}
     _fixed = {"complete_block": True, "activation": "gelu"}   # the official probe: GELU, attention + MLP in the last block
     _no_effect = ("init_std",)                                # probes here start from PyTorch's initialisation
 
     def _check(self):
         _check_heads("probe", self.embed_dim, self.num_heads)
+        if self.outputs is None:
+            if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes <= 0:
+                raise ConfigError(f"ProbeConfig.num_classes must be a positive int, got {self.num_classes!r}")
+            return
+        self.num_classes = None
+        if not (isinstance(self.outputs, dict) and self.outputs and all(
+                isinstance(k, str) and k.isidentifier() and isinstance(n, int) and not isinstance(n, bool) and n > 0
+                for k, n in self.outputs.items())):
+            raise ConfigError(f"ProbeConfig.outputs must map head names to positive class counts, got {self.outputs!r}")
+        if self.num_queries == 1:
+            self.num_queries = len(self.outputs)
+        if self.num_queries != len(self.outputs):
+            raise ConfigError(f"ProbeConfig: {len(self.outputs)} outputs need as many queries, not num_queries={self.num_queries}")
 
     @property
     def mlp_hidden(self): return int(self.embed_dim * self.mlp_ratio)

@@ -58,16 +58,22 @@ class AttentivePooler(nn.Module):
 
 # %% ../nbs/06_probe.ipynb #95d5f761
 class AttentiveClassifier(nn.Module):
-    "`forward(tokens [B, N, D]) -> logits [B, num_classes]` (one query), or `[B, Q, num_classes]`."
+    """`forward(tokens [B, N, D])` -> logits `[B, num_classes]`; with `cfg.outputs`, a dict `{name: [B, classes]}`,
+    one query per head (the official anticipation probe)."""
     def __init__(self, cfg: ProbeConfig | None = None, **overrides):
         super().__init__()
         self.cfg = cfg = cfg or ProbeConfig(**overrides)
         self.pooler = AttentivePooler(cfg)
-        self.linear = nn.Linear(cfg.embed_dim, cfg.num_classes)
+        if cfg.outputs is None:
+            self.linear = nn.Linear(cfg.embed_dim, cfg.num_classes)
+        for name, n in (cfg.outputs or {}).items():
+            setattr(self, f"{name}_classifier", nn.Linear(cfg.embed_dim, n))
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor | dict:
         if not torch.is_tensor(tokens) or tokens.dim() != 3 or tokens.shape[-1] != self.cfg.embed_dim:
             got = tuple(tokens.shape) if torch.is_tensor(tokens) else type(tokens).__name__
             raise ValueError(f"tokens must be [B, N, {self.cfg.embed_dim}]; got {got}")
         pooled = self.pooler(tokens)
+        if self.cfg.outputs is not None:
+            return {name: getattr(self, f"{name}_classifier")(pooled[:, q]) for q, name in enumerate(self.cfg.outputs)}
         return self.linear(pooled.squeeze(1) if pooled.shape[1] == 1 else pooled)
