@@ -11,3 +11,4 @@ from .checkpoints import WorldModel, load_checkpoint, save_checkpoint
 from .core import CheckpointError, ConfigError
 from .pose import compute_new_pose, poses_to_diff, poses_to_diffs
 from .anticipation import anticipate, class_mean_recall, sigmoid_focal_loss
+from .eval_data import EK100Clips
