@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +18,7 @@ from .pose import compute_new_pose
 
 # %% auto #0
 __all__ = ['MODES', 'preprocess_frames', 'NonFiniteError', 'require_finite', 'world_model_encoder', 'encode_frames',
-           'predict_next', 'imagine', 'fixture_world_model', 'default_world_model']
+           'predict_next', 'imagine', 'fixture_world_model', 'newest_checkpoint', 'default_world_model']
 
 # %% ../nbs/10a_world_model.ipynb #ac5f80f4
 def preprocess_frames(frames: torch.Tensor, crop: int) -> torch.Tensor:
@@ -114,10 +115,19 @@ def fixture_world_model():
     hp = json.loads((fix / "manifest.json").read_text())["hyperparameters"]
     return load_checkpoint(fix / "ac_checkpoint.pt", encoder=hp["encoder"], ac_predictor=hp["ac_predictor"])
 
-# %% ../nbs/10a_world_model.ipynb #9e41df97
+# %% ../nbs/10a_world_model.ipynb #c7c09a01
+def newest_checkpoint(stage: str, root=None):
+    "The newest checkpoint (by time) that a run of `stage` wrote under `root` (default `outputs/`), or None."
+    root = Path(root) if root is not None else project_root() / "outputs"
+    runs = {d.parent for d in root.glob("**/checkpoints") if stage in d.relative_to(root).parts[:-1]
+            and "previous" not in d.relative_to(root).parts}
+    found = [ck for run in runs if (ck := latest_checkpoint(run)) is not None]
+    return max(found, key=lambda ck: ck.stat().st_mtime, default=None)
+
+# %% ../nbs/10a_world_model.ipynb #ccffc8c2
 def default_world_model():
-    "`(world_model, description)`: `make run`'s AC model if there is one, else the tiny conformance-fixture model."
-    ck = latest_checkpoint(project_root() / "outputs" / "run" / "latest" / "train_ac")
+    "`(world_model, description)`: the newest AC model `make run` (or `train_ac`) trained, else the tiny fixture model."
+    ck = newest_checkpoint("train_ac")
     if ck is not None:
-        return load_checkpoint(ck), f"make run's AC model ({ck})"
+        return load_checkpoint(ck), f"the newest trained AC model ({ck})"
     return fixture_world_model(), "the tiny fixture model (random weights)"
