@@ -21,8 +21,9 @@ log = logging.getLogger("vjepa2wb.eval_data")
 
 # %% auto #0
 __all__ = ['log', 'IMAGE_SUFFIXES', 'KINETICS_COLUMNS', 'EK100_COLUMNS', 'EK100_KEYS', 'video_info', 'read_frames', 'csv_items',
-           'classification_items', 'window_starts', 'resize_short_side', 'spatial_views', 'LabelledClips',
-           'collate_views', 'anticipation_indices', 'read_ek100_csv', 'ek100_actions', 'EK100Clips', 'collate_ek100']
+           'classification_items', 'window_starts', 'resize_short_side', 'view_offsets', 'spatial_views',
+           'LabelledClips', 'collate_views', 'anticipation_indices', 'read_ek100_csv', 'ek100_actions', 'EK100Clips',
+           'collate_ek100']
 
 # %% ../nbs/10c_eval_data.ipynb #daba9302
 def video_info(path) -> tuple[int, float]:
@@ -208,15 +209,23 @@ def resize_short_side(clip: torch.Tensor, size: int) -> torch.Tensor:
                       antialias=True, align_corners=False)
     return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
 
+def view_offsets(H: int, W: int, crop: int, views: int) -> list[tuple[int, int]]:
+    "Top-left corners of `views` crops of `crop` pixels, spread end to end along the longer side (the diagonal when square)."
+    if min(H, W) < crop:
+        raise ValueError(f"frames of {H}x{W} are smaller than the crop {crop}")
+    if views == 1:
+        return [((H - crop) // 2, (W - crop) // 2)]
+    along_h, along_w = H >= W, W >= H
+    return [(round(k * (H - crop) / (views - 1)) if along_h else (H - crop) // 2,
+             round(k * (W - crop) / (views - 1)) if along_w else (W - crop) // 2) for k in range(views)]
+
 def spatial_views(clip: torch.Tensor, size: int, views: int = 1) -> torch.Tensor:
     """`views` square crops `[views, T, size, size, 3]` of a uint8 clip `[T, H, W, 3]` resized to short side `size`:
     one view is the centre crop (`data.resize_clip`), several are spread evenly along the long side, end to end."""
     if views == 1:
         return resize_clip(clip, size)[None]
     x = resize_short_side(clip, size)
-    long_axis = 1 if x.shape[1] > x.shape[2] else 2
-    step = (x.shape[long_axis] - size) // (views - 1)
-    return torch.stack([x.narrow(long_axis, k * step, size) for k in range(views)])
+    return torch.stack([x[:, t:t + size, l:l + size] for t, l in view_offsets(x.shape[1], x.shape[2], size, views)])
 
 # %% ../nbs/10c_eval_data.ipynb #8945ca8e
 class _TooShort(ValueError): pass
