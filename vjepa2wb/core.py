@@ -15,7 +15,7 @@ __all__ = ['ENCODER_SIZES', 'PREDICTOR_SIZES', 'AC_PREDICTOR_SIZES', 'RELEASED_P
            'PAPERMILL_NAMES', 'ConfigError', 'CheckpointError', 'rope_dims_per_axis', 'mlp_width', 'EncoderConfig',
            'PredictorConfig', 'ACPredictorConfig', 'ProbeConfig', 'resolve_config', 'encoder_config',
            'predictor_config', 'ac_predictor_config', 'fixtures_dir', 'check_param', 'config_from', 'project_root',
-           'run_dir', 'write_atomic', 'write_json', 'check_job_parameters']
+           'run_dir', 'newest_run', 'write_atomic', 'write_json', 'check_job_parameters']
 
 # %% ../nbs/00_core.ipynb #52b560d4
 class ConfigError(ValueError):
@@ -367,6 +367,15 @@ def run_dir(job: str, output_dir: str | None = None, run_id: str | None = None, 
                          "choose a new output_dir or run_id, so that two runs never mix")
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+# %% ../nbs/00_core.ipynb #98819e2c
+def newest_run(job: str, root=None) -> Path | None:
+    """The newest folder (by its `summary.json`) where `job` wrote its results under `root` (default `outputs/`):
+    `outputs/<job>/<run-id>` or `outputs/run/<id>/<job>`; earlier runs moved to `previous/` are not candidates."""
+    root = Path(root) if root is not None else project_root() / "outputs"
+    found = [s for s in root.glob("**/summary.json")
+             if job in s.relative_to(root).parts[:-1] and "previous" not in s.relative_to(root).parts]
+    return max(found, key=lambda s: s.stat().st_mtime).parent if found else None
 
 # %% ../nbs/00_core.ipynb #47ed4752
 def write_atomic(path, data: bytes | str) -> Path:
