@@ -224,3 +224,17 @@ def test_pretrain_summary_counts_skipped_steps(tmp_path):
     metrics = pd.read_parquet(out / "metrics.parquet")
     real = metrics.loss[metrics.status == "stepped"]
     assert len(real) == 2 and summary["final_loss"] == pytest.approx(real.mean()) and metrics.loss.isna().sum() == 2
+
+
+def test_explore_probe_shows_a_probe_run_and_an_anticipation_run(tmp_path):
+    """The explorer reads the two jobs' outputs (tiny runs here) and shows both panels."""
+    probe, antic = tmp_path / "probe", tmp_path / "anticipate"
+    run("probe.ipynb", tmp_path, encoder="fixture", n_train=16, n_val=8, frames=4, epochs=1, depth=1, clips=1, views=1,
+        output_dir=str(probe))
+    run("anticipate.ipynb", tmp_path, n_train=72, n_val=72, epochs=1, depth=1, output_dir=str(antic))
+    nb = run("explore_probe.ipynb", tmp_path, probe_run=str(probe), anticipate_run=str(antic))
+    widgets = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+               if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert len(widgets) == 2, "expected the classification and the anticipation panels"
+    text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    assert f"probe run {probe}" in text
