@@ -47,3 +47,25 @@ def test_anticipate_job_refuses_bad_parameters(tmp_path, fix, bad, message):
     with pytest.raises(pm.PapermillExecutionError, match=message):
         run(tmp_path, encoder=str(fix / "pretrain_checkpoint.pt"), output_dir=str(tmp_path / "never"), **bad)
     assert not (tmp_path / "never").exists()
+
+
+def test_anticipate_job_on_a_tiny_epic_kitchens_folder(tmp_path, fix):
+    """The EK100 branch end to end: both csvs, videos in the two official layouts, a missing one skipped and counted."""
+    from vjepa2wb.data import SyntheticShapes, write_video
+    root = tmp_path / "EPIC"
+    header = "participant_id,video_id,start_frame,stop_frame,verb_class,noun_class"
+    clip = SyntheticShapes("motion", n=1, frames=80, size=64)[0][0]               # 80 frames at 10 fps, 64 pixels
+    for video in (root / "P01" / "videos" / "P01_01.MP4", root / "P02" / "P02_01.MP4"):
+        video.parent.mkdir(parents=True)
+        write_video(video, clip, fps=10, lossless=True)
+    train = [f"P01,P01_01,{s},{s + 5},{v},{n}" for s, v, n in ((40, 0, 1), (50, 1, 2), (60, 0, 2), (70, 1, 1))]
+    (root / "EPIC_100_train.csv").write_text("\n".join([header, *train, "P03,P03_01,40,45,0,1"]) + "\n")
+    (root / "EPIC_100_validation.csv").write_text("\n".join([header, "P02,P02_01,45,50,0,1", "P02,P02_01,65,70,1,2",
+                                                             "P02,P02_01,55,60,3,3"]) + "\n")      # (3, 3): unseen in training
+    out = tmp_path / "run"
+    run(tmp_path, encoder=str(fix / "pretrain_checkpoint.pt"), data=str(root), fps=2, n_train=8, n_val=8, epochs=1, depth=1,
+        output_dir=str(out))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["data"] == str(root) and summary["n_train"] == 4 and summary["n_val"] == 2
+    assert summary["skipped_clips"] == 1 and "P03_01" in summary["skipped_first"][0]
+    assert summary["num_classes_action"] == 4 and all(0 <= summary[f"recall5_{h}"] <= 100 for h in HEADS)
