@@ -282,7 +282,6 @@ def resolve_encoder(encoder: str | None = None, root=None, device="cpu"):
 # %% ../nbs/12b_anticipation_task.ipynb #524e7b97
 def curves_figure(histories: dict, chance: dict | None = None):
     "Plotly figure of `{name: history}` from `fit_anticipation_probe`: loss, and validation recall@5 per head."
-    import plotly.graph_objects as go
     from plotly.subplots import make_subplots
     fig = make_subplots(rows=1, cols=4, subplot_titles=("training loss per clip", *(f"{h} recall@5 (val)" for h in HEADS)))
     for i, (name, hist) in enumerate(histories.items()):

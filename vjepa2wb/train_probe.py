@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .core import ENCODER_SIZES, ProbeConfig, encoder_config, fixtures_dir, project_root
+from .core import ENCODER_SIZES, ProbeConfig, encoder_config, fixtures_dir
 from .data import SENSOR_NOISE, Skipped, SyntheticShapes, collate_clips, prepare_batch
 from .encoder import VisionTransformer
 from .eval_data import view_offsets, window_starts
