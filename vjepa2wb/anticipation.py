@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from .world_model import require_finite
 
 # %% auto #0
-__all__ = ['anticipate', 'class_mean_recall', 'sigmoid_focal_loss']
+__all__ = ['anticipate', 'topk_hits', 'class_mean_recall', 'sigmoid_focal_loss']
 
 # %% ../nbs/12a_anticipation.ipynb #270ab588
 def _times(anticipation_times, B: int, device) -> torch.Tensor:
@@ -47,6 +47,15 @@ def anticipate(wm, video: torch.Tensor, anticipation_times, fps: float = 4, num_
     return require_finite("the predicted tokens", torch.cat(out, 1))
 
 # %% ../nbs/12a_anticipation.ipynb #5ed0cce4
+def topk_hits(logits: torch.Tensor, labels: torch.Tensor, k: int = 5, valid_classes=None) -> torch.Tensor:
+    "Whether each row's label is among its `k` best sigmoid scores `[B]` (bool), scores outside `valid_classes` set to 0."
+    scores = torch.sigmoid(logits.float())
+    if valid_classes is not None:
+        keep = torch.zeros(logits.shape[1], dtype=torch.bool, device=logits.device)
+        keep[torch.as_tensor(sorted(int(c) for c in valid_classes), dtype=torch.int64, device=logits.device)] = True
+        scores = scores * keep
+    return (scores.topk(min(k, logits.shape[1]), dim=1).indices == labels[:, None].to(logits.device)).any(1)
+
 def class_mean_recall(logits: torch.Tensor, labels: torch.Tensor, k: int = 5, valid_classes=None) -> dict:
     "Class-mean recall@k and top-k accuracy (%) of `logits` `[B, C]` for class indices `labels` `[B]`."
     if logits.dim() != 2 or labels.shape != logits.shape[:1]:
@@ -55,12 +64,7 @@ def class_mean_recall(logits: torch.Tensor, labels: torch.Tensor, k: int = 5, va
     labels = labels.to(logits.device, torch.int64)
     if labels.numel() == 0 or int(labels.min()) < 0 or int(labels.max()) >= C:
         raise ValueError(f"labels must be class indices in [0, {C - 1}], one per row at least; got {labels.tolist()[:8]}")
-    scores = torch.sigmoid(logits.float())
-    if valid_classes is not None:
-        keep = torch.zeros(C, dtype=torch.bool, device=logits.device)
-        keep[torch.as_tensor(sorted(int(c) for c in valid_classes), dtype=torch.int64, device=logits.device)] = True
-        scores = scores * keep
-    hit = (scores.topk(min(k, C), dim=1).indices == labels[:, None]).any(1).float()
+    hit = topk_hits(logits, labels, k, valid_classes).float()
     per_class_hits = torch.zeros(C, device=logits.device).index_add_(0, labels, hit)
     per_class_count = torch.bincount(labels, minlength=C).float()
     seen = per_class_count > 0

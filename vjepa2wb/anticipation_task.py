@@ -14,7 +14,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .anticipation import anticipate, class_mean_recall, sigmoid_focal_loss
+from .anticipation import anticipate, class_mean_recall, sigmoid_focal_loss, topk_hits
+from .checkpoints import load_checkpoint
 from .core import ProbeConfig, fixtures_dir, project_root
 from .data import SENSOR_NOISE, Skipped, prepare_batch
 from .probe import AttentiveClassifier
@@ -200,24 +201,18 @@ def evaluate_anticipation(probe, tokens: torch.Tensor, labels: dict, valid_class
         res[f"acc1_{h}"] = class_mean_recall(logits, labels[h], 1, vc)["accuracy"]
     return res
 
-def _hits(logits, labels, k, valid_classes):
-    scores = torch.sigmoid(logits.float())
-    if valid_classes is not None:
-        keep = torch.zeros(logits.shape[1], dtype=torch.bool)
-        keep[sorted(int(c) for c in valid_classes)] = True
-        scores = scores * keep
-    return (scores.topk(min(k, logits.shape[1]), dim=1).indices == labels[:, None]).any(1).double()
-
+# %% ../nbs/12b_anticipation_task.ipynb #22980741
 def paired_recall_difference(logits_a, logits_b, labels, k: int = 5, valid_classes=None) -> tuple[float, float]:
     """Class-mean recall@k of `logits_a` minus that of `logits_b` on the same clips (points), and its standard error:
     per class, the variance of the per-clip hit differences over its count; their sum over `C²`."""
-    d = _hits(logits_a, labels, k, valid_classes) - _hits(logits_b, labels, k, valid_classes)
+    d = topk_hits(logits_a, labels, k, valid_classes).double() - topk_hits(logits_b, labels, k, valid_classes).double()
     per_class = [d[labels == c] for c in labels.unique()]
     C = len(per_class)
     diff = sum(float(x.mean()) for x in per_class) / C
     var = sum(float(x.var()) / len(x) for x in per_class if len(x) > 1) / C ** 2
     return 100 * diff, 100 * math.sqrt(var)
 
+# %% ../nbs/12b_anticipation_task.ipynb #2251942c
 def fit_anticipation_probe(train: tuple, val: tuple, num_classes: dict, depth: int = 4, num_heads: int = 4, epochs: int = 20,
                            lr: float = 1e-3, batch_size: int = 64, weight_decay: float = 0.01, alpha: float = 0.25,
                            gamma: float = 2.0, valid_classes: dict | None = None, seed: int = 0, device="cpu",
@@ -260,7 +255,6 @@ UNTRAINED = ("the encoder and predictor are the conformance fixture's RANDOM wei
 def resolve_encoder(encoder: str | None = None, root=None, device="cpu"):
     """The world model for anticipation and where it came from: `(wm, source, path)`, `source` one of
     'newest' (the newest pretrain checkpoint under `root/outputs`), 'fixture' (untrained: warns) or 'parameter'."""
-    from vjepa2wb.checkpoints import load_checkpoint
     fixture = fixtures_dir()
     path, source = (Path(encoder), "parameter") if encoder is not None else (newest_checkpoint("pretrain", Path(root or project_root()) / "outputs"), "newest")
     if path is None:

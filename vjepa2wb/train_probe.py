@@ -20,12 +20,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from .checkpoints import RELEASES, load_checkpoint
 from .core import ENCODER_SIZES, ProbeConfig, encoder_config, fixtures_dir
 from .data import SENSOR_NOISE, Skipped, SyntheticShapes, collate_clips, prepare_batch
 from .encoder import VisionTransformer
 from .eval_data import view_offsets, window_starts
 from .probe import AttentiveClassifier
-from .world_model import newest_checkpoint
+from .world_model import fixture_world_model, newest_checkpoint
 
 # %% auto #0
 __all__ = ['HELD_OUT', 'PROBES', 'ENCODER_HINT', 'PROBE_COLORS', 'cut_clips', 'ClipViews', 'synthetic_benchmark', 'encode_video',
@@ -225,7 +226,6 @@ def compare_probes(encoder, random_encoder, train_ds: Dataset, val_ds: Dataset, 
 # %% ../nbs/12_train_probe.ipynb #5d8a27d3
 def is_encoder_spec(spec) -> bool:
     "Whether `spec` names an encoder: None, `fixture`, `random:<size>`, a released name, a URL, or an existing path."
-    from vjepa2wb.checkpoints import RELEASES
     if spec is None:
         return True
     return isinstance(spec, str) and (spec == "fixture" or spec.removeprefix("random:") in ENCODER_SIZES and spec.startswith("random:")
@@ -250,13 +250,11 @@ def resolve_encoder_spec(spec: str | None = None, outputs=None) -> str:
 
 def probe_encoder(spec: str | None = None, seed: int = 0, outputs=None) -> tuple[nn.Module, str, bool]:
     "`(encoder, where it came from, trained?)` for a job's `encoder` parameter (see above)."
-    from vjepa2wb.checkpoints import load_checkpoint
     spec = resolve_encoder_spec(spec, outputs)
     if spec.startswith("random:"):
         torch.manual_seed(seed)
         return VisionTransformer(encoder_config(spec.removeprefix("random:"))), f"{spec} (untrained, seed {seed})", False
     if spec == "fixture":
-        from vjepa2wb.world_model import fixture_world_model
         return fixture_world_model().encoder, "fixture: the conformance fixtures' tiny encoder (untrained, random weights)", False
     wm = load_checkpoint(spec)
     encoder = wm.target_encoder if wm.target_encoder is not None else wm.encoder
