@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from .arm import SimArm
 from .core import write_json
-from .episodes import SAME_EPISODES, Episode, _read_jsonl, write_droid, write_lerobot
+from .episodes import SAME_EPISODES, Episode, lerobot_indices, write_droid, write_lerobot
 from .tasks import TASKS, make_task, scripted_episode, success
 
 # %% auto #0
@@ -65,15 +65,17 @@ def _record_in_worker(job: tuple) -> Episode:
         _worker_arm = SimArm(width=size, height=size)
     return record_episode(_worker_arm, ep_seed, demo)
 
-def collect(output_dir, episodes: int, seed: int = 0, size: int = 256, progress: bool = True, workers: int = 1) -> dict:
-    """Record `episodes` episodes into `output_dir/droid` and `output_dir/lerobot`, resuming; return counts.
+def collect(output_dir, episodes: int, seed: int = 0, size: int = 256, progress: bool = True, workers: int = 1,
+            lerobot_version: str = "v2.1") -> dict:
+    """Record `episodes` episodes into `output_dir/droid` and `output_dir/lerobot` (LeRobot `lerobot_version`, "v2.1"
+    or "v3.0"), resuming; return counts.
     With `workers > 1` the episodes are simulated in that many processes and written here, in order."""
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive int; got {workers!r}")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / SAME_EPISODES, {"read": "lerobot", "copies": ["lerobot", "droid"]})
-    done = len(_read_jsonl(out / "lerobot" / "meta" / "episodes.jsonl"))
+    done = len(lerobot_indices(out / "lerobot")) if (out / "lerobot" / "meta" / "info.json").exists() else 0
     jobs = [(size, seed * 100_000 + i, bool(np.random.default_rng([seed, i]).random() < 0.5)) for i in range(done, episodes)]
     workers = min(workers, len(jobs))
     t0, frames, demos, successes = time.perf_counter(), 0, 0, 0
@@ -86,7 +88,7 @@ def collect(output_dir, episodes: int, seed: int = 0, size: int = 256, progress:
             recorded = (record_episode(arm, ep_seed, demo) for _, ep_seed, demo in jobs)
         for i, ep in enumerate(tqdm(recorded, initial=done, total=episodes, desc="collect", disable=not progress), start=done):
             write_droid(ep, out / "droid", f"ep_{i:06d}")
-            write_lerobot(ep, out / "lerobot", task=ep.meta["task"])
+            write_lerobot(ep, out / "lerobot", task=ep.meta["task"], version=lerobot_version)
             frames += len(ep.frames); demos += ep.meta["kind"] == "demo"; successes += bool(ep.meta.get("success"))
     return dict(episodes=episodes, new_episodes=episodes - done, resumed_from=done, frames=frames, demos=demos,
                 demo_successes=successes, seconds=round(time.perf_counter() - t0, 1))
