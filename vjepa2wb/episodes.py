@@ -212,9 +212,12 @@ def _table(where: str, columns, conv: StateConvention, timestamps, fps: float, f
     states = conv.to_states(columns, where)
     actions = conv.to_actions(columns, states, where)
     timestamps = np.asarray(timestamps, float)
-    if len(timestamps) != len(states):
-        raise BadEpisode(f"{len(timestamps)} timestamps for {len(states)} states")
-    check_recording(states, actions, timestamps, extrinsics)
+    try:
+        if len(timestamps) != len(states):
+            raise BadEpisode(f"{len(timestamps)} timestamps for {len(states)} states")
+        check_recording(states, actions, timestamps, extrinsics)
+    except BadEpisode as e:
+        raise BadEpisode(f"{e}, in {where}") from None
     return Recording(where, states, actions, timestamps, fps, frames, extrinsics, meta or {})
 
 # %% ../nbs/15_episodes.ipynb #b82f867a
