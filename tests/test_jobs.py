@@ -67,9 +67,26 @@ def test_collect_sim_then_load_as_clips(tmp_path):
         run("collect_sim.ipynb", tmp_path, episodes=0, output_dir=str(tmp_path / "never"))
 
 
+def _printed(nb) -> str:
+    return "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+
+
 def test_explore_dataset_notebook_runs(tmp_path):
     nb = run("explore_dataset.ipynb", tmp_path)
-    assert any("episodes under" in o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    assert "episodes in" in _printed(nb) and "first episode: " in _printed(nb)
+
+
+def test_explore_dataset_opens_a_lerobot_v3_set(tmp_path):
+    "A LeRobot v3.0 set given as `roots` opens with its camera, on the recording's clock; a misspelled -p stops it."
+    import numpy as np
+    from vjepa2wb.episodes import Episode, write_lerobot
+    for seed in range(2):
+        write_lerobot(Episode(np.zeros((6, 32, 32, 3), np.uint8), np.zeros((6, 7)), np.zeros((6, 7)), 4.0, {"seed": seed}),
+                      tmp_path / "v3", task="reach", version="v3.0")
+    printed = _printed(run("explore_dataset.ipynb", tmp_path, roots=str(tmp_path / "v3")))
+    assert "2 episodes in 1 datasets" in printed and "first episode: 6 frames over 1.25 s" in printed, printed
+    with pytest.raises(pm.PapermillExecutionError, match="unknown job parameter root"):
+        run("explore_dataset.ipynb", tmp_path, root=str(tmp_path / "v3"))
 
 
 def test_pipeline_end_to_end_tiny(tmp_path):

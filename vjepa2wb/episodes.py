@@ -31,8 +31,8 @@ __all__ = ['CAMERA', 'DROID_CAMERAS', 'DROID_FPS', 'STATE_NAMES', 'SAME_EPISODES
            'check_episode', 'nearest_indices', 'clip_starts', 'clip_indices', 'resample_indices', 'read_frames_at',
            'Recording', 'write_droid', 'droid_metadata', 'droid_video', 'open_droid', 'droid_paths_csv',
            'write_lerobot', 'lerobot_episodes', 'video_keys', 'lerobot_camera', 'open_lerobot', 'read_npz',
-           'lerobot_indices', 'find_episodes', 'open_episode', 'read_episode', 'load_episode', 'RobotClips',
-           'collate_robot']
+           'lerobot_indices', 'find_episodes', 'describe_episode', 'episode_cameras', 'open_episode', 'read_episode',
+           'load_episode', 'RobotClips', 'collate_robot']
 
 # %% ../nbs/15_episodes.ipynb #b17a837e
 @dataclass
@@ -587,6 +587,34 @@ def find_episodes(roots) -> list[tuple[str, str, int]]:
         else:
             raise ValueError(f"{root}: not an episode folder, LeRobot dataset or .npz file")
     return found
+
+# %% ../nbs/15_episodes.ipynb #2c89efdc
+def describe_episode(kind: str, path: str, index: int) -> dict:
+    "An episode's task, seed and length from its layout's index files alone (no frames, no states read); None where unknown."
+    info = {}
+    if kind == "droid":
+        m = droid_metadata(path)
+        info = {"task": m.get("current_task", m.get("task")), "seed": m.get("seed"), "length": m.get("trajectory_length")}
+    elif kind == "lerobot":
+        root = Path(path)
+        if str(_info(root)["codebase_version"]).startswith("v2"):
+            e = next((e for e in _read_jsonl(root / "meta" / "episodes.jsonl") if e.get("episode_index") == index), {})
+        else:
+            row = lerobot_episodes(root).loc[index]
+            e = {"tasks": list(row["tasks"]), "length": int(row["length"])} | (json.loads(row["meta"]) if isinstance(row.get("meta"), str) else {})
+        info = {"task": (e.get("tasks") or [None])[0], "seed": e.get("seed"), "length": e.get("length")}
+    elif kind == "npz":
+        info = {"task": None, "seed": None, "length": int(_npz_arrays(path, "states")[0].shape[1])}
+    return info
+
+def episode_cameras(kind: str, path: str, index: int = 0) -> list[str]:
+    "The camera names `camera=` takes for this episode's layout."
+    if kind == "droid":
+        m = droid_metadata(path)
+        return [c for c in DROID_CAMERAS if m.get(f"{c}_mp4_path")]
+    if kind == "lerobot":
+        return video_keys(_info(Path(path)))
+    return []
 
 # %% ../nbs/15_episodes.ipynb #1c443510
 def open_episode(kind: str, path: str, index: int, camera: str | None = None, state=None) -> Recording:
