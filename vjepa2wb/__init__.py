@@ -12,3 +12,6 @@ from .core import CheckpointError, ConfigError
 from .pose import compute_new_pose, poses_to_diff, poses_to_diffs
 from .anticipation import anticipate, class_mean_recall, sigmoid_focal_loss
 from .eval_data import EK100Clips
+from .episodes import Episode, RobotClips, find_episodes, read_episode
+from .conventions import StateConvention
+from .remote import open_arm

@@ -418,6 +418,7 @@ def save_checkpoint(wm: WorldModel, directory) -> Path:
 RELEASE_BASE_URL = "https://dl.fbaipublicfiles.com/vjepa2"
 RELEASES = {"vitl": ("vitl.pt", "large"), "vith": ("vith.pt", "huge"), "vitg": ("vitg.pt", "giant"),
             "vitg-384": ("vitg-384.pt", "giant-384"), "ac-vitg": ("vjepa2-ac-vitg.pt", "giant"),
+            "vjepa2-ac-vitg": ("vjepa2-ac-vitg.pt", "giant"),      # the same, by its file's name
             # the attentive probes of the frozen evaluations
             "ssv2-vitl": ("evals/ssv2-vitl-16x2x3.pt", "probe"), "diving48-vitl": ("evals/diving48-vitl-256.pt", "probe"),
             "ek100-vitl": ("evals/ek100-vitl-256.pt", "probe"), "ssv2-vitg-384": ("evals/ssv2-vitg-384-64x2x3.pt", "probe"),

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import torch
 
-from .pose import euler_to_matrix, matrix_to_euler
+from .pose import matrix_to_euler
 
 ROTATIONS = {"euler_xyz": 3, "quat_xyzw": 4, "quat_wxyz": 4, "matrix": 9}
 GRIPPER_FORMS = ("closedness", "openness", "width")

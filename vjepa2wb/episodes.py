@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from .conventions import CONVENTIONS, StateConvention, check_pose_columns, state_convention
 from .core import write_atomic, write_json
-from .data import Skipped, read_video, split_skipped, write_video
+from .data import Skipped, split_skipped, write_video
 from .eval_data import read_frames
 from .pose import poses_to_diffs
 

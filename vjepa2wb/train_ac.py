@@ -6,12 +6,14 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import math
+import re
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +25,10 @@ from tqdm.auto import tqdm
 
 from . import training
 from .ac_predictor import VisionTransformerPredictorAC
-from .checkpoints import WorldModel, load_checkpoint, save_checkpoint
+from .checkpoints import RELEASES, WorldModel, load_checkpoint, save_checkpoint
 from .core import ENCODER_SIZES, ac_predictor_config, check_param, write_atomic, write_json
 from .data import Skipped
+from .conventions import state_convention
 from .episodes import find_episodes, load_episode
 from .pose import poses_to_diffs
 from .training import (Schedule, StepGuard, StepSampler, apply_schedule, init_distributed, launch, launched, param_groups,
@@ -35,8 +38,10 @@ from .world_model import encode_frames, imagine, predict_next
 log = logging.getLogger("vjepa2wb.train_ac")
 
 # %% auto #0
-__all__ = ['log', 'encoder_fingerprint', 'FeatureCache', 'clip_index', 'ac_losses', 'evaluate', 'copy_last_init_',
-           'split_episodes', 'ACTrainConfig', 'train_ac', 'main', 'run_train_ac']
+__all__ = ['log', 'CACHE_FORMAT', 'BUILT_IN_INITS', 'OPTIMIZERS', 'NEW_PREDICTOR', 'EMBEDDINGS', 'encoder_fingerprint',
+           'FeatureCache', 'clip_index', 'check_extrinsics', 'batch_clips', 'with_extrinsics', 'ac_losses', 'evaluate',
+           'copy_last_init_', 'split_episodes', 'ACTrainConfig', 'initial_predictor', 'freeze_', 'make_optimizer',
+           'train_ac', 'predictor_params', 'memory_plan', 'main', 'run_train_ac']
 
 # %% ../nbs/17_train_ac.ipynb #727de889
 def encoder_fingerprint(encoder) -> str:
@@ -50,8 +55,8 @@ def encoder_fingerprint(encoder) -> str:
 def _episode_key(kind: str, path: str, index: int) -> str:
     p = Path(path)
     files = sorted(q for q in (p.rglob("*") if p.is_dir() else [p]) if q.is_file())
-    if kind == "lerobot":
-        files = [q for q in files if f"episode_{index:06d}" in q.name]
+    if kind == "lerobot":           # v2.x: the episode's own files; v3.x: many episodes a file, so all of them
+        files = [q for q in files if f"episode_{index:06d}" in q.name] or files
     stat = [(str(q), q.stat().st_size, q.stat().st_mtime_ns) for q in files]
     return hashlib.sha256(json.dumps([kind, path, index, stat]).encode()).hexdigest()[:16]
 
@@ -59,33 +64,48 @@ def _entries(roots) -> bool:
     "Whether `roots` is a list of `find_episodes` entries (tuples, or lists after JSON) rather than of roots."
     return isinstance(roots, list) and bool(roots) and isinstance(roots[0], (tuple, list))
 
+CACHE_FORMAT = "3"      # a cache entry's `done` marker: "3" entries are resampled by physical time, with extrinsics.npy where the episode has them
+
 class FeatureCache(Dataset):
-    """Per-episode frame features `[n, P, D]` (memory-mapped) and states `[n, 7]`, resampled to `fps`; `roots` may also
-    be a list of `find_episodes` entries. What `load_episode` refuses is skipped and logged: `skipped` holds
-    `(episode, reason)` pairs, `episodes` the entries kept, in order."""
-    def __init__(self, encoder, roots, crop: int, fps: float = 4.0, cache_dir=None, device="cpu", progress: bool = True):
-        self.items, self.skipped, self.episodes = [], [], []
+    """Per-episode frame features `[n, P, D]` (memory-mapped), states `[n, 7]` and camera extrinsics `[n, 6]` (None where
+    the episode has none), resampled to `fps` by the recording's clock (only those frames are decoded), from `camera` with
+    states by `state` (see `episodes.read_episode`); `roots` may also be a list of `find_episodes` entries. What `load_episode`
+    refuses is skipped and logged: `skipped` holds `(episode, reason)` pairs, `episodes` the entries kept, in order."""
+    def __init__(self, encoder, roots, crop: int, fps: float = 4.0, cache_dir=None, device="cpu", progress: bool = True,
+                 camera: str | None = None, state=None):
+        self.items, self.skipped, self.episodes, self.extrinsics = [], [], [], []
         fp = encoder_fingerprint(encoder)
+        home = next(encoder.parameters()).device
         encoder = encoder.eval().to(device)
         cache_dir = Path(cache_dir or Path.home() / ".cache" / "vjepa2wb" / "features")
         episodes = [tuple(e) for e in roots] if _entries(roots) else find_episodes(roots)
         for kind, path, index in tqdm(episodes, desc="features", disable=not progress):
-            key = hashlib.sha256(f"{fp}|{crop}|{fps}|{_episode_key(kind, path, index)}".encode()).hexdigest()[:24]
+            what = json.dumps([camera, None if state is None else state_convention(state).to_dict()])
+            key = hashlib.sha256(f"{fp}|{crop}|{fps}|{what}|{_episode_key(kind, path, index)}".encode()).hexdigest()[:24]
             d = cache_dir / key
-            if not (d / "done").exists():
-                ep = load_episode(kind, path, index)
+            if not (d / "done").exists() or (d / "done").read_text() != CACHE_FORMAT:
+                ep = load_episode(kind, path, index, camera=camera, state=state, fps=fps)
                 if isinstance(ep, Skipped):
                     self._skip(ep.path, ep.reason); continue
-                step = max(1, int(round(ep.fps / fps)))
-                frames, states = torch.from_numpy(ep.frames[::step]), ep.states[::step]
+                frames, states, extrinsics = torch.from_numpy(ep.frames), ep.states, ep.extrinsics
                 d.mkdir(parents=True, exist_ok=True)
                 np.save(d / "features.npy", encode_frames(encoder, frames, crop).cpu().numpy())
                 np.save(d / "states.npy", states)
-                write_atomic(d / "done", "ok")
+                if extrinsics is not None:
+                    np.save(d / "extrinsics.npy", np.asarray(extrinsics, np.float64))
+                else:
+                    (d / "extrinsics.npy").unlink(missing_ok=True)
+                write_atomic(d / "done", CACHE_FORMAT)
             states = np.load(d / "states.npy")
+            where = path if kind == "droid" else f"{path}#{index}"
             if not np.isfinite(states).all():              # cached before episodes were checked
-                self._skip(path if kind == "droid" else f"{path}#{index}", "non-finite states (in the feature cache)"); continue
+                self._skip(where, "non-finite states (in the feature cache)"); continue
+            extrinsics = np.load(d / "extrinsics.npy") if (d / "extrinsics.npy").exists() else None
+            if extrinsics is not None and not np.isfinite(extrinsics).all():
+                log.warning("%s: non-finite camera extrinsics: used as an episode without them", where); extrinsics = None
             self.items.append((np.load(d / "features.npy", mmap_mode="r"), states)); self.episodes.append((kind, path, index))
+            self.extrinsics.append(extrinsics)
+        encoder.to(home)                                    # back where it was: not resident on the device while training
         if not self.items:
             why = "; ".join(f"{w}: {r}" for w, r in self.skipped[:3]) + ("; ..." if len(self.skipped) > 3 else "")
             raise ValueError(f"none of the {len(episodes)} episodes{'' if _entries(roots) else f' under {roots}'} is readable ({why})")
@@ -100,15 +120,54 @@ class FeatureCache(Dataset):
         feats, states = self.items[i]
         return torch.from_numpy(np.array(feats[start:start + frames])), torch.from_numpy(states[start:start + frames]).float()
 
+    def clip_extrinsics(self, i: int, start: int, frames: int) -> torch.Tensor | None:
+        "The camera extrinsics `[frames, 6]` of a clip, or None where its episode has none."
+        e = self.extrinsics[i]
+        return None if e is None else torch.from_numpy(e[start:start + frames]).float()
+
 # %% ../nbs/17_train_ac.ipynb #dc364274
 def clip_index(cache: FeatureCache, frames: int) -> list[tuple[int, int]]:
     "Every `(episode, start)` with `frames` frames available."
     return [(i, s) for i, (f, _) in enumerate(cache.items) for s in range(0, len(f) - frames + 1)]
 
+def check_extrinsics(cache: FeatureCache, use_extrinsics: bool, what: str = "training"):
+    "A clear error where the predictor reads camera extrinsics and some of `cache`'s episodes carry none."
+    missing = [e for e, x in zip(cache.episodes, cache.extrinsics) if x is None]
+    if use_extrinsics and missing:
+        raise ValueError(f"the predictor was built with use_extrinsics=True, but {len(missing)} of the {len(cache)} {what} "
+                         f"episodes carry no camera extrinsics (the first: {missing[0]}); train on episodes that record them, "
+                         "or pass predictor={'use_extrinsics': False}")
+
+def batch_clips(cache: FeatureCache, index: list, frames: int, extrinsics: bool = False):
+    "Features `[B, T, P, D]`, states `[B, T, 7]` and (with `extrinsics`, else None) extrinsics `[B, T, 6]` of the clips `index`."
+    feats, states = map(torch.stack, zip(*[cache.clip(i, s, frames) for i, s in index]))
+    return feats, states, torch.stack([cache.clip_extrinsics(i, s, frames) for i, s in index]) if extrinsics else None
+
 # %% ../nbs/17_train_ac.ipynb #e5b6e869
+class _WithExtrinsics:
+    "`predictor` with camera extrinsics `[B, T, 6]` bound, as `predict_next` and `imagine` call it."
+    def __init__(self, predictor, extrinsics):
+        self.predictor, self.extrinsics, self.t = predictor, extrinsics, 0
+
+    def __call__(self, features, actions, states):
+        return self.predictor(features, actions, states, self.extrinsics[:, :actions.shape[1]])
+
+    def step(self, features, action, state, cache=None):
+        self.t = 0 if cache is None else self.t + 1
+        return self.predictor.step(features, action, state, cache, extrinsics=self.extrinsics[:, self.t])
+
+def with_extrinsics(predictor, extrinsics: torch.Tensor | None):
+    "`predictor` itself where it reads no extrinsics; else it with `extrinsics` bound (a clear error when there are none)."
+    if not getattr(predictor, "module", predictor).cfg.use_extrinsics:     # a DDP wrapper holds it as .module
+        return predictor
+    if extrinsics is None:
+        raise ValueError("this predictor was built with use_extrinsics=True: it needs each clip's camera extrinsics [B, T, 6]")
+    return _WithExtrinsics(predictor, extrinsics)
+
 def ac_losses(predictor, feats: torch.Tensor, states: torch.Tensor, auto_steps: int = 2, loss_exp: float = 1.0,
-              normalize_reps: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    "Teacher-forcing and rollout losses for clips `feats` `[B, T, P, D]` (normalised) and `states` `[B, T, 7]`."
+              normalize_reps: bool = True, extrinsics: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    "Teacher-forcing and rollout losses for clips `feats` `[B, T, P, D]` (normalised), `states` `[B, T, 7]` and `extrinsics` `[B, T, 6]`."
+    predictor = with_extrinsics(predictor, extrinsics)
     H = min(auto_steps, feats.shape[1] - 1)
     actions = poses_to_diffs(states.double()).float()
     loss = lambda z, h: (z.float() - h).abs().pow(loss_exp).mean() / loss_exp
@@ -122,21 +181,24 @@ def evaluate(predictor, cache: FeatureCache, frames: int, auto_steps: int = 2, m
              device="cpu", normalize_reps: bool = True) -> dict:
     "Latent L1 of the model vs copy-last-frame (1 step, and at the rollout horizon), and with shuffled actions."
     predictor = predictor.eval().to(device)
+    uses = predictor.cfg.use_extrinsics
+    check_extrinsics(cache, uses, "held-out")
     idx = clip_index(cache, frames)
     g = torch.Generator().manual_seed(seed)
     idx = [idx[i] for i in torch.randperm(len(idx), generator=g)[:max_clips].tolist()]
     if len(idx) < 2:
         raise ValueError(f"need at least 2 held-out clips of {frames} frames; got {len(idx)}")
-    feats, states = map(torch.stack, zip(*[cache.clip(i, s, frames) for i, s in idx]))
+    feats, states, ext = batch_clips(cache, idx, frames, uses)
     feats, states = feats.to(device), states.to(device)
+    model = with_extrinsics(predictor, None if ext is None else ext.to(device))
     B, T, P, D = feats.shape
     actions = poses_to_diffs(states.double()).float()
     l1 = lambda a, b: (a.float() - b.float()).abs().mean().item()
-    z_tf = predict_next(predictor, feats[:, :-1], actions, states[:, :-1], normalize_reps)
+    z_tf = predict_next(model, feats[:, :-1], actions, states[:, :-1], normalize_reps)
     perm = torch.roll(torch.arange(B), 1)
-    z_shuf = predict_next(predictor, feats[:, :-1], actions[perm], states[:, :-1], normalize_reps)
+    z_shuf = predict_next(model, feats[:, :-1], actions[perm], states[:, :-1], normalize_reps)
     H = min(auto_steps, T - 1)
-    z_ro = imagine(predictor, feats[:, 0], states[:, :H], actions[:, :H], "fast", normalize_reps)
+    z_ro = imagine(model, feats[:, 0], states[:, :H], actions[:, :H], "fast", normalize_reps)
     return {"val_clips": B, "rollout_horizon": H,
             "val_l1_model_1step": l1(z_tf, feats[:, 1:]), "val_l1_copy_last_1step": l1(feats[:, :-1], feats[:, 1:]),
             "val_l1_shuffled_actions_1step": l1(z_shuf, feats[:, 1:]),
@@ -171,10 +233,17 @@ def split_episodes(roots, val_fraction: float = 0.2, seed: int = 0) -> tuple[lis
     return [eps[i] for i in order[n_val:]], [eps[i] for i in order[:n_val]]
 
 # %% ../nbs/17_train_ac.ipynb #a12991a1
+BUILT_IN_INITS = ("auto", "copy_last", "random")
+OPTIMIZERS = ("adamw", "adamw_foreach", "adamw8bit")
+NEW_PREDICTOR = {"pred_depth": 4}       # the `predictor` fields of a new predictor when `predictor` is None
+
+def _is_checkpoint(init: str) -> bool:
+    return init in RELEASES or bool(re.match(r"^(https?|file)://", init)) or Path(init).expanduser().exists()
+
 @dataclass
 class ACTrainConfig:
     model_size: str = "tiny"
-    predictor: dict = field(default_factory=lambda: {"pred_depth": 4})    # any ACPredictorConfig field
+    predictor: dict | None = None          # any ACPredictorConfig field; None: NEW_PREDICTOR, or init's own
     frames: int = 8
     fps: float = 4.0
     crop: int = 64
@@ -191,17 +260,21 @@ class ACTrainConfig:
     loss_exp: float = 1.0
     normalize_reps: bool = True
     clip_grad: float | None = 1.01
-    freeze_blocks: int = 0
+    freeze_blocks: int = 0                 # the first N blocks and the embeddings stay fixed
     grad_checkpointing: bool = False
-    init: str = "auto"                     # copy_last, random, or auto: copy_last wherever it applies
+    init: str = "auto"                     # copy_last, random, auto (copy_last wherever it applies), or a checkpoint
+    init_fields: dict | None = None        # load_checkpoint's fields for an init checkpoint, by component
+    optimizer: str = "adamw"               # adamw, adamw_foreach, or adamw8bit (needs bitsandbytes)
     action_scale: float = 1.0              # the action encoder's initial weights and learning rate, times this
     checkpoint_every: int = 50
     keep_checkpoints: int = 2
+    camera: str | None = None              # the data's camera (a LeRobot video key, or DROID's left, ext1, wrist, ...)
+    state: str | dict | None = None        # the data's state convention: a preset name or StateConvention fields (see conventions)
     seed: int = 0
 
     def __post_init__(self):
         check_param("model_size", self.model_size, str, lambda v: v in ENCODER_SIZES, f"choose one of {list(ENCODER_SIZES)}")
-        check_param("predictor", self.predictor, dict)
+        check_param("predictor", self.predictor, (dict, type(None)))
         for name in ("frames", "crop", "steps", "batch_size", "auto_steps", "checkpoint_every", "keep_checkpoints"):
             check_param(name, getattr(self, name), int, lambda v: v >= 1, "must be a positive int")
         check_param("frames", self.frames, int, lambda v: v >= 2, "a clip needs at least 2 frames (a frame and its successor)")
@@ -211,17 +284,32 @@ class ACTrainConfig:
         for name in ("start_lr", "final_lr", "weight_decay", "final_weight_decay", "warmup", "cooldown"):
             check_param(name, getattr(self, name), (int, float), lambda v: v >= 0, "must be 0 or more")
         check_param("clip_grad", self.clip_grad, (int, float, type(None)), lambda v: v is None or v > 0, "None or positive")
-        check_param("init", self.init, str, lambda v: v in ("auto", "copy_last", "random"), "auto, copy_last or random")
+        check_param("init", self.init, str, lambda v: v in BUILT_IN_INITS or _is_checkpoint(v),
+                    f"choose {', '.join(BUILT_IN_INITS)}, a checkpoint path or URL, or a released name ({', '.join(RELEASES)}); "
+                    f"there is no checkpoint at {self.init!r}")
+        check_param("init_fields", self.init_fields, (dict, type(None)), lambda v: v is None or (
+            self.init not in BUILT_IN_INITS and set(v) <= {"encoder", "predictor", "ac_predictor"} and all(isinstance(x, dict) for x in v.values())),
+            "only with a checkpoint init: {component: {field: value}} for encoder, predictor or ac_predictor")
+        check_param("optimizer", self.optimizer, str, lambda v: v in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}")
+        if self.optimizer == "adamw8bit" and importlib.util.find_spec("bitsandbytes") is None:
+            raise ValueError("parameter optimizer='adamw8bit' needs bitsandbytes, which is not installed here: "
+                             "`pip install bitsandbytes`, or choose adamw or adamw_foreach")
         for name in ("normalize_reps", "grad_checkpointing"):
             check_param(name, getattr(self, name), bool)
         check_param("seed", self.seed, int)
+        check_param("camera", self.camera, (str, type(None)))
+        check_param("state", self.state, (str, dict, type(None)))
+        if self.state is not None:
+            state_convention(self.state)           # an unknown preset or field stops here, naming it
         Schedule.of(self)
 
     def predictor_config(self, encoder_cfg):
+        "The config of a new predictor for `encoder_cfg`."
         return ac_predictor_config(self.model_size, **{"embed_dim": encoder_cfg.embed_dim, "img_size": self.crop,
                                                        "patch_size": encoder_cfg.patch_size, "tubelet_size": encoder_cfg.tubelet_size,
                                                        "max_num_frames": max(2, self.frames) * encoder_cfg.tubelet_size,
-                                                       "roll_center": math.pi, "residual": True, **self.predictor})
+                                                       "roll_center": math.pi, "residual": True,
+                                                       **(NEW_PREDICTOR if self.predictor is None else self.predictor)})
 
 # %% ../nbs/17_train_ac.ipynb #964e956e
 def _ac_param_groups(predictor, action_scale: float) -> list[dict]:
@@ -234,47 +322,102 @@ def _ac_param_groups(predictor, action_scale: float) -> list[dict]:
     return groups + ([{"params": [w], "wd_exclude": True, "weight_decay": 0.0, "lr_scale": action_scale}] if w.requires_grad else [])
 
 # %% ../nbs/17_train_ac.ipynb #c49f2958
-def _initial_predictor(cfg: ACTrainConfig, encoder_cfg) -> VisionTransformerPredictorAC:
-    "The AC predictor a run starts from: seeded, copy-last initialised where `init` asks, action weights times `action_scale`."
-    torch.manual_seed(cfg.seed)
-    pcfg = cfg.predictor_config(encoder_cfg)
+def _checkpoint_predictor(cfg: ACTrainConfig, encoder_cfg) -> tuple[VisionTransformerPredictorAC, str]:
+    "Checkpoint `cfg.init`'s AC predictor in its own form, checked against the encoder, rebuilt for `crop` and `frames`."
+    wm = load_checkpoint(cfg.init, **(cfg.init_fields or {}))
+    if wm.ac_predictor is None:
+        raise ValueError(f"parameter init={cfg.init!r} holds no AC predictor (it holds {', '.join(wm.modules()) or 'nothing'})")
+    own = wm.ac_predictor.cfg
+    bad = [f"{n} {getattr(own, n)} (the encoder's: {getattr(encoder_cfg, n)})" for n in ("embed_dim", "patch_size", "tubelet_size")
+           if getattr(own, n) != getattr(encoder_cfg, n)]
+    if bad:
+        raise ValueError(f"parameter init={cfg.init!r} does not fit the encoder: its AC predictor has " + ", ".join(bad))
+    pcfg = replace(own, **{"img_size": cfg.crop, "max_num_frames": max(own.max_num_frames, cfg.frames * own.tubelet_size),
+                           **(cfg.predictor or {})})
     predictor = VisionTransformerPredictorAC(pcfg)
-    if cfg.init == "copy_last" or (cfg.init == "auto" and (pcfg.residual or pcfg.embed_dim == pcfg.pred_embed_dim)):
-        copy_last_init_(predictor)
-    with torch.no_grad():
-        predictor.action_encoder.weight.mul_(cfg.action_scale)
-    return predictor
+    try:
+        predictor.load_state_dict(wm.ac_predictor.state_dict())
+    except RuntimeError as e:
+        raise ValueError(f"parameter predictor={cfg.predictor} changes the shapes of init {cfg.init!r}'s weights: "
+                         f"{str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e}") from None
+    return predictor, wm.source
+
+def initial_predictor(cfg: ACTrainConfig, encoder_cfg) -> tuple[VisionTransformerPredictorAC, dict]:
+    """The AC predictor a run starts from, and where it came from (`init_from`): a new one (seeded, copy-last initialised
+    where `init` asks, action weights times `action_scale`), or checkpoint `init`'s. `freeze_blocks` is checked against its depth."""
+    torch.manual_seed(cfg.seed)
+    if cfg.init in BUILT_IN_INITS:
+        pcfg, source = cfg.predictor_config(encoder_cfg), None
+        predictor = VisionTransformerPredictorAC(pcfg)
+        if cfg.init == "copy_last" or (cfg.init == "auto" and (pcfg.residual or pcfg.embed_dim == pcfg.pred_embed_dim)):
+            copy_last_init_(predictor)
+        with torch.no_grad():
+            predictor.action_encoder.weight.mul_(cfg.action_scale)
+    else:
+        predictor, source = _checkpoint_predictor(cfg, encoder_cfg)
+    if cfg.freeze_blocks > predictor.cfg.pred_depth:
+        raise ValueError(f"parameter freeze_blocks={cfg.freeze_blocks} is invalid: the predictor has {predictor.cfg.pred_depth} blocks")
+    return predictor, {"init": cfg.init, "source": source, "residual": predictor.cfg.residual,
+                       "pred_depth": predictor.cfg.pred_depth, "pred_embed_dim": predictor.cfg.pred_embed_dim}
+
+# %% ../nbs/17_train_ac.ipynb #874c8d5b
+EMBEDDINGS = ("predictor_embed", "action_encoder", "state_encoder", "extrinsics_encoder")   # frozen with the first blocks
+
+def freeze_(predictor: VisionTransformerPredictorAC, n: int) -> list[str]:
+    "Freeze the first `n` blocks of `predictor` and, if `n` > 0, its embeddings; the names of the frozen tensors."
+    if not 0 <= n <= predictor.cfg.pred_depth:
+        raise ValueError(f"freeze_blocks={n} is invalid: the predictor has {predictor.cfg.pred_depth} blocks")
+    parts = [*EMBEDDINGS, *(f"predictor_blocks.{i}" for i in range(n))] if n else []
+    names = [k for k, _ in predictor.named_parameters() if any(k.startswith(p + ".") for p in parts)]
+    for k, p in predictor.named_parameters():
+        if k in names:
+            p.requires_grad_(False)
+    return names
 
 def _set_trainable(predictor: VisionTransformerPredictorAC, cfg: ACTrainConfig):
-    "Freeze the first `freeze_blocks` blocks, and the extrinsics encoder where it is unused (DDP must not wait for it)."
-    for blk in predictor.predictor_blocks[:cfg.freeze_blocks]:
-        blk.requires_grad_(False)
-    predictor.extrinsics_encoder.requires_grad_(predictor.cfg.use_extrinsics)
+    "Freeze `freeze_blocks` blocks and the embeddings, and the extrinsics encoder where it is unused (DDP must not wait for it)."
+    if not freeze_(predictor, cfg.freeze_blocks):
+        predictor.extrinsics_encoder.requires_grad_(predictor.cfg.use_extrinsics)
     predictor.grad_checkpointing = cfg.grad_checkpointing
+
+def make_optimizer(groups: list[dict], name: str = "adamw", lr: float = 1e-3) -> torch.optim.Optimizer:
+    """AdamW over `groups`: `adamw` one tensor at a time (the least memory), `adamw_foreach` all at once (faster on a GPU,
+    one more copy of the trainable weights during the step), `adamw8bit` bitsandbytes' 8-bit states (a quarter of the memory)."""
+    if name == "adamw8bit":
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise ValueError("optimizer 'adamw8bit' needs bitsandbytes, which is not installed here: `pip install bitsandbytes`")
+        import bitsandbytes as bnb
+        return bnb.optim.AdamW8bit(groups, lr=lr)
+    if name not in ("adamw", "adamw_foreach"):
+        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {name!r}")
+    return torch.optim.AdamW(groups, lr=lr, foreach=name == "adamw_foreach")
 
 # %% ../nbs/17_train_ac.ipynb #eda65b22
 def train_ac(cfg: ACTrainConfig, encoder, cache: FeatureCache, out, resume: bool = False, device: str | None = None,
              progress: bool = True, val_cache: FeatureCache | None = None) -> pd.DataFrame:
     """Train an AC predictor on cached features; write checkpoints (with the encoder) and metrics under `out`.
+    The predictor starts from `initial_predictor(cfg)`, or with `resume` from the newest checkpoint under `out` if any.
     A step with a NaN or inf loss or gradient is not taken (`status` "non-finite"); `training.MAX_NONFINITE_STEPS`
     of them in a row stop the run with a `NonFiniteError`."""
     out = Path(out)
     rank, world, device = init_distributed(torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")))
     schedule = Schedule.of(cfg)
-    predictor = _initial_predictor(cfg, encoder.cfg)
+    predictor, init_from = initial_predictor(cfg, encoder.cfg)
     start, opt_state, metrics = training.resume(out, {"ac_predictor": predictor}) if resume else (0, None, pd.DataFrame())
     _set_trainable(predictor, cfg)
+    uses = predictor.cfg.use_extrinsics
+    check_extrinsics(cache, uses)
     predictor.to(device).train()
     model = predictor
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
         model = DDP(predictor)
-    opt = torch.optim.AdamW(_ac_param_groups(predictor, cfg.action_scale), lr=cfg.lr)
+    opt = make_optimizer(_ac_param_groups(predictor, cfg.action_scale), cfg.optimizer, cfg.lr)
     if opt_state is not None:
         opt.load_state_dict(opt_state)
     out.mkdir(parents=True, exist_ok=True)
     if rank == 0:
-        write_json(out / "config.json", asdict(cfg))
+        write_json(out / "config.json", {**asdict(cfg), "init_from": init_from})
     clips = clip_index(cache, cfg.frames)
     if not clips:
         raise ValueError(f"no episode has {cfg.frames} frames at {cfg.fps:g} fps")
@@ -287,9 +430,10 @@ def train_ac(cfg: ACTrainConfig, encoder, cache: FeatureCache, out, resume: bool
     bar = tqdm(total=cfg.steps, initial=start, desc="train_ac", disable=not progress or rank != 0, dynamic_ncols=True)
     for step, batch in zip(range(start, cfg.steps), sampler):
         lr, _ = apply_schedule(opt, schedule, step)
-        feats, states = map(torch.stack, zip(*[cache.clip(*clips[j], cfg.frames) for j in batch]))
+        feats, states, ext = batch_clips(cache, [clips[j] for j in batch], cfg.frames, uses)
         with amp:
-            tf, ro = ac_losses(model, feats.to(device), states.to(device), cfg.auto_steps, cfg.loss_exp, cfg.normalize_reps)
+            tf, ro = ac_losses(model, feats.to(device), states.to(device), cfg.auto_steps, cfg.loss_exp, cfg.normalize_reps,
+                               None if ext is None else ext.to(device))
         loss = tf + ro
         loss.backward()
         losses = torch.stack([loss, tf, ro]).detach()
@@ -313,11 +457,53 @@ def train_ac(cfg: ACTrainConfig, encoder, cache: FeatureCache, out, resume: bool
         write_json(out / "memory.json", {"peak_gb": torch.cuda.max_memory_allocated(device) / 1e9})
     return pd.concat([metrics, pd.DataFrame(rows)], ignore_index=True) if rows else metrics
 
+# %% ../nbs/17_train_ac.ipynb #a418c411
+def predictor_params(pcfg) -> dict[str, int]:
+    "Parameter counts of an AC predictor from its config, by part: `embeddings` (all four encoders), one `block`, the `head`."
+    W, D, h = pcfg.pred_embed_dim, pcfg.embed_dim, pcfg.mlp_hidden
+    lin = lambda i, o, bias=True: i * o + o * bias
+    mlp = lin(W, h) * (2 if pcfg.activation == "swiglu" else 1) + lin(h, W)
+    return {"embeddings": lin(D, W) + lin(pcfg.action_dim, W) + lin(pcfg.state_dim, W) + lin(pcfg.extrinsics_dim, W),
+            "block": lin(W, 3 * W, pcfg.qkv_bias) + lin(W, W) + 4 * W + mlp, "head": 2 * W + lin(W, D)}
+
+_OPTIMIZER_BYTES = {"adamw": 8, "adamw_foreach": 12, "adamw8bit": 2}    # per trainable parameter, while it steps
+
+def memory_plan(pcfg, frames: int, batch_size: int = 1, budget_gb: float | None = None, *, tokens_per_frame: int | None = None,
+                auto_steps: int = 2, freeze_blocks: int = 0, dtype: str = "float32", grad_checkpointing: bool = False,
+                optimizer: str = "adamw") -> dict:
+    """Memory of AC training, in GB: weights, gradients, optimizer state, activations per clip, the total at `batch_size`,
+    and the largest batch that fits `budget_gb` (None: no budget)."""
+    n, W, D, L = predictor_params(pcfg), pcfg.pred_embed_dim, pcfg.embed_dim, pcfg.pred_depth
+    params = n["embeddings"] + L * n["block"] + n["head"]
+    trainable = ((L - freeze_blocks) * n["block"] + n["head"] if freeze_blocks else
+                 params - (0 if pcfg.use_extrinsics else pcfg.extrinsics_dim * W + W))
+    b = {"float32": 4, "bfloat16": 2}[dtype]
+    S = (tokens_per_frame or pcfg.grid ** 2) + pcfg.cond_tokens
+    H = min(auto_steps, frames - 1)
+    tokens = (frames - 1 + H * (H + 1) // 2) * S                # teacher forcing, then the rollout's H passes
+    block = 9 * W + (3 if pcfg.activation == "swiglu" else 2) * pcfg.mlp_hidden
+    k = L - freeze_blocks
+    kept = tokens * k * W + (frames - 1) * S * block if grad_checkpointing and k else tokens * k * block
+    per_clip = b * (kept + tokens * (2 * W + 4 * D))
+    weights = 4 * params + (2 * params if dtype == "bfloat16" else 0)
+    fixed = weights + 4 * trainable + _OPTIMIZER_BYTES[optimizer] * trainable
+    gb = lambda x: x / 1e9
+    plan = {"params": params, "trainable_params": trainable, "tokens_per_clip": tokens, "dtype": dtype,
+            "grad_checkpointing": grad_checkpointing, "optimizer": optimizer, "weights_gb": gb(weights),
+            "grads_gb": gb(4 * trainable), "optimizer_gb": gb(_OPTIMIZER_BYTES[optimizer] * trainable),
+            "activations_per_clip_gb": gb(per_clip), "batch_size": batch_size, "total_gb": gb(fixed + batch_size * per_clip),
+            "budget_gb": budget_gb, "max_batch": None, "fits": None}
+    if budget_gb is not None:
+        plan["max_batch"] = max(0, int((budget_gb * 1e9 - fixed) // per_clip))
+        plan["fits"] = plan["total_gb"] <= budget_gb
+    return plan
+
 # %% ../nbs/17_train_ac.ipynb #1626657e
 def _train_ac_spec(spec: dict):
     encoder = load_checkpoint(spec["encoder"]).encoder
-    cache = FeatureCache(encoder, [tuple(e) for e in spec["episodes"]], spec["config"]["crop"], fps=spec["config"]["fps"],
-                         cache_dir=spec["cache_dir"], progress=False)
+    cfg = spec["config"]
+    cache = FeatureCache(encoder, [tuple(e) for e in spec["episodes"]], cfg["crop"], fps=cfg["fps"], cache_dir=spec["cache_dir"],
+                         progress=False, camera=cfg.get("camera"), state=cfg.get("state"))
     train_ac(ACTrainConfig(**spec["config"]), encoder, cache, spec["out"], resume=spec["resume"], device=spec["device"])
 
 def main(argv: list[str]):
@@ -329,7 +515,8 @@ def run_train_ac(cfg: ACTrainConfig, encoder, episodes: list, out, nproc: int = 
                  cache_dir=None, progress: bool = True) -> pd.DataFrame:
     "Cache the features of `episodes` (`find_episodes` entries), then train here or under torchrun with `nproc` processes."
     out = Path(out)
-    cache = FeatureCache(encoder, episodes, cfg.crop, fps=cfg.fps, cache_dir=cache_dir, device=device or "cpu", progress=progress)
+    cache = FeatureCache(encoder, episodes, cfg.crop, fps=cfg.fps, cache_dir=cache_dir, device=device or "cpu", progress=progress,
+                         camera=cfg.camera, state=cfg.state)
     if nproc == 1:
         return train_ac(cfg, encoder, cache, out, resume=resume, device=device, progress=progress)
     enc_path = save_checkpoint(WorldModel(encoder=encoder), out / "encoder")
