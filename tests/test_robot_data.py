@@ -225,3 +225,23 @@ def test_lerobot_reads_our_v30_set_as_we_do(tmp_path):
         np.testing.assert_array_equal(ep.frames, ref[f"ep{e}_observation.images.exterior"])
         np.testing.assert_allclose(ep.states, ref[f"ep{e}_observation.state"], atol=1e-6)
         np.testing.assert_allclose(ep.timestamps, ref[f"ep{e}_timestamp"], atol=1e-6)
+
+
+def test_the_feature_cache_reads_a_users_set_by_its_camera_and_convention(tmp_path):
+    """Case: AC training's feature cache over the LeRobot-written set, wrist camera, its 8-D state declared, at 5 fps
+    from 10 fps. Expected: each episode resampled by its clock (7 frames over 0.6 s -> 4 at 5 fps), states converted;
+    without the convention, every episode is skipped with the reason."""
+    import torch
+    from vjepa2wb.core import encoder_config
+    from vjepa2wb.encoder import VisionTransformer
+    from vjepa2wb.train_ac import FeatureCache
+    torch.manual_seed(0)
+    enc = VisionTransformer(encoder_config("tiny", depth=1, img_size=32, num_frames=2))
+    cache = FeatureCache(enc, LEROBOT_FIXTURE / "dataset", crop=32, fps=5.0, cache_dir=tmp_path / "c", progress=False,
+                         camera="wrist", state=EIGHT_D)
+    assert [len(f) for f, _ in cache.items] == [4, 6, 5]
+    ref = np.load(LEROBOT_FIXTURE / "reference.npz")
+    from vjepa2wb.conventions import state_convention
+    np.testing.assert_allclose(cache.items[1][1], state_convention(EIGHT_D).to_states({"observation.state": ref["ep1_observation.state"]})[::2])
+    with pytest.raises(ValueError, match="not the workbench's"):
+        FeatureCache(enc, LEROBOT_FIXTURE / "dataset", crop=32, fps=5.0, cache_dir=tmp_path / "c", progress=False)
