@@ -1,5 +1,6 @@
 """Job notebooks run end to end under papermill, with tiny parameters, and refuse bad ones."""
 import json
+import time
 
 import pandas as pd
 import papermill as pm
@@ -153,10 +154,43 @@ def test_robot_session_records_every_step(tmp_path, fix, hp):
     assert set(summary["planners"]) == {"custom", "fast"} and summary["planners"]["fast"]["gflop_per_action"] > 0
     assert summary["planners"]["custom"]["episodes"] == 2 and summary["planners"]["fast"]["episodes"] == 1
     assert (out / "episodes.csv").exists()
+    from vjepa2wb.episodes import find_episodes
+    assert len(find_episodes(out / "episodes")) == 3                 # every episode is training data too
+    with pytest.raises(pm.PapermillExecutionError, match="reads the simulated arm's internals; on franka://127.0.0.1 use task='captured'"):
+        run("robot_session.ipynb", tmp_path, checkpoint=str(ckpt), arm="franka://127.0.0.1", output_dir=str(tmp_path / "never"))
     with pytest.raises(pm.PapermillExecutionError, match="parameter task='juggle' is invalid"):
         run("robot_session.ipynb", tmp_path, checkpoint=str(ckpt), task="juggle", output_dir=str(tmp_path / "never"))
     with pytest.raises(pm.PapermillExecutionError, match="parameter compare_episodes=0 is invalid"):
         run("robot_session.ipynb", tmp_path, checkpoint=str(ckpt), episodes=2, compare_episodes=0, output_dir=str(tmp_path / "never"))
+
+
+def test_robot_session_on_a_remote_arm_towards_a_captured_goal(tmp_path, fix, hp, monkeypatch):
+    """Any arm by URI: an `ArmServer` (here over the sim) on loopback, a goal captured through it, then the session job
+    with arm=remote://..., task=captured: it plans, records, and judges success from the recorded pose."""
+    from vjepa2wb import load_checkpoint, save_checkpoint
+    from vjepa2wb.arm import SimArm
+    from vjepa2wb.remote import ArmServer, RemoteArm
+    from vjepa2wb.tasks import capture_goal, save_goal
+    ckpt = save_checkpoint(load_checkpoint(fix / "ac_checkpoint.pt", encoder=hp["encoder"], ac_predictor=hp["ac_predictor"]),
+                           tmp_path / "ac_model")
+    token = "session-token-1"
+    monkeypatch.setenv("VJEPA2WB_ARM_TOKEN", token)
+    size = hp["encoder"]["img_size"]
+    with SimArm(width=size, height=size) as sim:
+        server = ArmServer(sim, token, max_rate_hz=50, heartbeat_timeout=5.0).start()
+        try:
+            with RemoteArm("127.0.0.1", server.port) as remote:
+                goal = save_goal(capture_goal(remote, moves=[[0.02, 0, 0, 0, 0, 0, 0]], seed=4), tmp_path / "goal.npz")
+            time.sleep(0.2)
+            out = tmp_path / "session"
+            run("robot_session.ipynb", tmp_path, checkpoint=str(ckpt), arm=f"remote://127.0.0.1:{server.port}", task="captured",
+                goal=str(goal), episodes=1, max_steps=2, planner={"samples": 8, "iterations": 1, "topk": 2}, output_dir=str(out))
+        finally:
+            server.stop()
+    rows = pd.read_csv(out / "episodes.csv")
+    assert rows.task.tolist() == ["captured"] and rows.steps.tolist() == [2]
+    assert server.steps_taken == 2 + 1                       # the capture's one step, the session's two
+    assert json.loads((out / "summary.json").read_text())["captured"]["episodes"] == 1
 
 
 def test_bench_planning_writes_summary(tmp_path):

@@ -20,7 +20,7 @@ from .episodes import SAME_EPISODES, Episode, lerobot_indices, write_droid, writ
 from .tasks import TASKS, make_task, scripted_episode, success
 
 # %% auto #0
-__all__ = ['exploration_actions', 'record_episode', 'collect']
+__all__ = ['exploration_actions', 'record_episode', 'write_recording', 'collect']
 
 # %% ../nbs/16_collect.ipynb #32186c53
 def exploration_actions(seed: int, steps: int = 24, scale: float = 0.03) -> np.ndarray:
@@ -65,6 +65,14 @@ def _record_in_worker(job: tuple) -> Episode:
         _worker_arm = SimArm(width=size, height=size)
     return record_episode(_worker_arm, ep_seed, demo)
 
+def write_recording(ep: Episode, out, i: int, lerobot_version: str = "v2.1"):
+    "Episode `i` into `out/droid` and `out/lerobot` (the same recording in both layouts, which `find_episodes` reads once)."
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / SAME_EPISODES, {"read": "lerobot", "copies": ["lerobot", "droid"]})
+    write_droid(ep, out / "droid", f"ep_{i:06d}")
+    write_lerobot(ep, out / "lerobot", task=ep.meta.get("task", "session"), version=lerobot_version)
+
 def collect(output_dir, episodes: int, seed: int = 0, size: int = 256, progress: bool = True, workers: int = 1,
             lerobot_version: str = "v2.1") -> dict:
     """Record `episodes` episodes into `output_dir/droid` and `output_dir/lerobot` (LeRobot `lerobot_version`, "v2.1"
@@ -74,7 +82,6 @@ def collect(output_dir, episodes: int, seed: int = 0, size: int = 256, progress:
         raise ValueError(f"workers must be a positive int; got {workers!r}")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / SAME_EPISODES, {"read": "lerobot", "copies": ["lerobot", "droid"]})
     done = len(lerobot_indices(out / "lerobot")) if (out / "lerobot" / "meta" / "info.json").exists() else 0
     jobs = [(size, seed * 100_000 + i, bool(np.random.default_rng([seed, i]).random() < 0.5)) for i in range(done, episodes)]
     workers = min(workers, len(jobs))
@@ -87,8 +94,7 @@ def collect(output_dir, episodes: int, seed: int = 0, size: int = 256, progress:
             arm = stack.enter_context(SimArm(width=size, height=size))
             recorded = (record_episode(arm, ep_seed, demo) for _, ep_seed, demo in jobs)
         for i, ep in enumerate(tqdm(recorded, initial=done, total=episodes, desc="collect", disable=not progress), start=done):
-            write_droid(ep, out / "droid", f"ep_{i:06d}")
-            write_lerobot(ep, out / "lerobot", task=ep.meta["task"], version=lerobot_version)
+            write_recording(ep, out, i, lerobot_version)
             frames += len(ep.frames); demos += ep.meta["kind"] == "demo"; successes += bool(ep.meta.get("success"))
     return dict(episodes=episodes, new_episodes=episodes - done, resumed_from=done, frames=frames, demos=demos,
                 demo_successes=successes, seconds=round(time.perf_counter() - t0, 1))

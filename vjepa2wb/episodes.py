@@ -431,8 +431,8 @@ def _merged_stats(prev: dict | None, new: dict) -> dict:
 
 # %% ../nbs/15_episodes.ipynb #ae37f261
 @functools.lru_cache(maxsize=8)
-def _lengths(episodes_jsonl: str, mtime_ns: int) -> dict[int, int]:
-    return {int(e["episode_index"]): int(e["length"]) for e in _read_jsonl(Path(episodes_jsonl)) if "length" in e}
+def _v2_episodes(episodes_jsonl: str, mtime_ns: int) -> dict[int, dict]:
+    return {int(e["episode_index"]): e for e in _read_jsonl(Path(episodes_jsonl))}
 
 @functools.lru_cache(maxsize=8)
 def _v3_episodes(root: str, stamp: tuple) -> pd.DataFrame:
@@ -492,8 +492,10 @@ def open_lerobot(root, index: int, camera: str | None = None, state=None) -> Rec
         data = root / info["data_path"].format(episode_chunk=chunk, episode_index=index)
         df = pd.read_parquet(data)
         meta = root / "meta" / "episodes.jsonl"
-        length = _lengths(str(meta), meta.stat().st_mtime_ns).get(index) if meta.exists() else None
-        video, offset, extra = root / info["video_path"].format(episode_chunk=chunk, episode_index=index, video_key=key), 0.0, {}
+        entry = _v2_episodes(str(meta), meta.stat().st_mtime_ns).get(index, {}) if meta.exists() else {}
+        length = int(entry["length"]) if "length" in entry else None
+        extra = {k: v for k, v in entry.items() if k not in ("episode_index", "tasks", "length")}
+        video, offset = root / info["video_path"].format(episode_chunk=chunk, episode_index=index, video_key=key), 0.0
         span = None
     else:
         eps = lerobot_episodes(root)

@@ -12,24 +12,32 @@ from pathlib import Path
 
 import numpy as np
 
+from .collect import write_recording
 from .data import write_video
+from .episodes import Episode
 from .planning import run_mpc
-from .tasks import make_task, success
+from .tasks import make_task, sim_only, success
 
 # %% auto #0
 __all__ = ['run_episodes']
 
 # %% ../nbs/19a_sessions.ipynb #8ce85c6b
 def run_episodes(arm, wm, task: str, seeds: list, planner, out, name: str = "main", tag: str = "", max_steps: int = 8,
-                 energy_threshold: float = 0.0) -> tuple[list[dict], dict]:
-    """Plan each episode (one per seed) of `task` on `arm` with `planner`; log each step to `out/steps.jsonl` as it is taken.
-    Returns one result row per episode, and each episode's energies by `(name, episode)`."""
+                 energy_threshold: float = 0.0, goal=None) -> tuple[list[dict], dict]:
+    """Plan each episode (one per seed) of `task` on `arm` with `planner`; log each step to `out/steps.jsonl` as it is taken,
+    and record each episode under `out/episodes` (DROID raw and LeRobot, as training data). Task `captured` plans towards
+    `goal` (a captured `TaskInstance`) on any arm. Returns one result row per episode, and each episode's energies by
+    `(name, episode)`."""
     out = Path(out)
+    if task == "captured" and goal is None:
+        raise ValueError("task 'captured' needs goal=, a goal captured on this arm (tasks.capture_goal, tasks.load_goal)")
+    sim_only(task, arm)
     (out / "frames").mkdir(parents=True, exist_ok=True)
     rows, energies = [], {}
+    recorded = len(list((out / "episodes" / "droid").glob("ep_*"))) if (out / "episodes" / "droid").exists() else 0
     with open(out / "steps.jsonl", "a") as log:
         for i, seed in enumerate(seeds):
-            inst = make_task(arm, task, seed)
+            inst = goal if task == "captured" else make_task(arm, task, seed)
             obs = arm.reset(seed)
             goals = inst.subgoal_frames if task == "pick_and_place" else [inst.goal_frame]
             def record(rec, i=i):
@@ -39,11 +47,18 @@ def run_episodes(arm, wm, task: str, seeds: list, planner, out, name: str = "mai
             t = time.perf_counter()
             recs = run_mpc(arm, wm, obs, goals, planner, max_steps, energy_threshold, on_step=record)
             n = max(1, len(recs))
-            rows.append(dict(planner=name, episode=i, seed=seed, task=task, success=success(inst, arm),
-                             final_distance_cm=float(np.linalg.norm(arm.state()[:3] - inst.goal_state[:3]) * 100), steps=len(recs),
+            states = np.stack([obs.state] + [np.asarray(r["state"], float) for r in recs])
+            ok = success(inst, arm, states[-1])
+            rows.append(dict(planner=name, episode=i, seed=seed, task=task, success=ok,
+                             final_distance_cm=float(np.linalg.norm(states[-1, :3] - inst.goal_state[:3]) * 100), steps=len(recs),
                              seconds_per_action=(time.perf_counter() - t) / n, gflop_per_action=sum(r["flops"] for r in recs) / n / 1e9,
                              cem_iterations=sum(r["iterations"] for r in recs) / n))
             energies[(name, i)] = [r["energy"] for r in recs]
-            frames = [obs.frame] + [r["frame"] for r in recs]
+            frames = np.stack([obs.frame] + [r["frame"] for r in recs])
             write_video(out / f"episode_{i:03d}{tag}.mp4", np.stack([np.concatenate([f, inst.goal_frame], 1) for f in frames]))
+            actions = np.zeros_like(states)
+            actions[:-1] = [r["action"] for r in recs]
+            write_recording(Episode(frames, states, actions, 1 / arm.control_period,
+                                    {"task": task, "seed": seed, "planner": name, "success": ok}), out / "episodes", recorded)
+            recorded += 1
     return rows, energies

@@ -5,15 +5,19 @@
 # %% ../nbs/14_tasks.ipynb #115f46e5
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from .arm import SimArm
+from .core import write_atomic
 
 # %% auto #0
-__all__ = ['TASKS', 'REACH_TOL', 'LIFT', 'ZONE_RADIUS', 'TaskInstance', 'move_toward', 'sample_goal', 'cube_grasped', 'success',
-           'scripted_episode', 'make_task']
+__all__ = ['TASKS', 'REACH_TOL', 'LIFT', 'ZONE_RADIUS', 'GRIPPER_TOL', 'TaskInstance', 'move_toward', 'sample_goal',
+           'cube_grasped', 'success', 'scripted_episode', 'make_task', 'sim_only', 'capture_goal', 'captured_success',
+           'save_goal', 'load_goal']
 
 # %% ../nbs/14_tasks.ipynb #2c165353
 TASKS = ("reach", "grasp", "reach_with_object", "pick_and_place")
@@ -70,8 +74,10 @@ def cube_grasped(arm: SimArm, rest_z: float) -> bool:
     return bool(cube[2] > rest_z + 0.02 and np.linalg.norm(cube - tcp) < 0.05 and arm.state()[6] > 0.2)
 
 # %% ../nbs/14_tasks.ipynb #e1295f9a
-def success(task: TaskInstance, arm: SimArm) -> bool:
-    "Whether the arm's current scene solves `task`."
+def success(task: TaskInstance, arm, state: np.ndarray | None = None) -> bool:
+    "Whether the arm's current scene solves `task`; a `captured` goal is judged from `state` (the last observed), on any arm."
+    if task.name == "captured":
+        return captured_success(task, arm.state() if state is None else state)
     tcp, cube = arm.state()[:3], arm.object_pos("cube")
     if task.name == "reach":
         return bool(np.linalg.norm(tcp - task.goal_pos) < REACH_TOL)
@@ -142,3 +148,48 @@ def make_task(arm: SimArm, name: str, seed: int) -> TaskInstance:
         task.subgoal_frames = [ends["lift"], ends["carry"], ends["release"]]
     arm.reset(seed)
     return task
+
+# %% ../nbs/14_tasks.ipynb #58ccec7e
+GRIPPER_TOL = 0.2                 # closedness: about 1.6 cm of a Franka Hand's 8 cm opening
+
+def sim_only(task: str, arm) -> None:
+    "Refuse a task that reads the simulator's internals on an arm that is not the simulator."
+    if task in TASKS and not isinstance(arm, SimArm):
+        raise ValueError(f"task {task!r} reads the simulated arm's internals (object positions, its renderer); on "
+                         f"{type(arm).__name__} use task 'captured' with a goal captured on that arm (tasks.capture_goal)")
+
+def capture_goal(arm, moves=None, seed: int = 0) -> TaskInstance:
+    """The `captured` task on any arm: from the start of `seed`, drive the arm by `moves` (actions `[7]`) or, with
+    none, take it where it stands (after guiding it by hand); record its frame and pose as the goal; return to the start."""
+    if moves is None:
+        obs = arm.step(np.zeros(7))                 # a zero step observes where the arm stands
+    else:
+        obs = arm.reset(seed)
+        for a in moves:
+            obs = arm.step(a)
+    goal = TaskInstance("captured", seed, np.asarray(obs.state[:3], float).copy(), np.asarray(obs.state, float).copy(), obs.frame.copy())
+    arm.reset(seed)
+    return goal
+
+def captured_success(task: TaskInstance, state: np.ndarray) -> bool:
+    near = np.linalg.norm(np.asarray(state[:3]) - task.goal_state[:3]) < REACH_TOL
+    gripper = task.goal_state[6] < 0.5 or abs(float(state[6]) - task.goal_state[6]) < GRIPPER_TOL
+    return bool(near and gripper)
+
+def save_goal(task: TaskInstance, path) -> Path:
+    "Write a captured goal (frame, pose, seed) to `path` (.npz), atomically."
+    buf = io.BytesIO()
+    np.savez(buf, frame=task.goal_frame, state=task.goal_state, seed=task.seed)
+    write_atomic(path, buf.getvalue())
+    return Path(path)
+
+def load_goal(path) -> TaskInstance:
+    "A captured goal written by `save_goal`."
+    try:
+        with np.load(path) as z:
+            frame, state, seed = z["frame"], z["state"].astype(float), int(z["seed"])
+    except Exception as e:
+        raise ValueError(f"{path}: not a captured goal ({type(e).__name__}: {e}); capture one with tasks.capture_goal and save_goal") from e
+    if frame.dtype != np.uint8 or frame.ndim != 3 or state.shape != (7,) or not np.isfinite(state).all():
+        raise ValueError(f"{path}: a goal needs a uint8 frame [H, W, 3] and a finite 7-D state; got {frame.dtype} {frame.shape}, {state.shape}")
+    return TaskInstance("captured", seed, state[:3].copy(), state, frame)
