@@ -88,7 +88,7 @@ def test_live_panel_in_jupyterlab(lab):
         page.screenshot(path=str(shots / "before_step.png"))
         step.click()
         page.wait_for_function(f"() => ({points})() >= 1", timeout=120_000)
-        page.wait_for_function("() => !document.querySelector('.widget-button.mod-danger') || document.querySelector('.widget-button.mod-danger').disabled",
+        page.wait_for_function("() => [...document.querySelectorAll('.widget-button')].some(b => b.textContent.includes('Step') && !b.disabled)",
                                timeout=120_000)
         assert camera.get_attribute("src") != before, "the camera image did not change after Step"
         assert page.locator("text=step 0: energy").count() >= 1

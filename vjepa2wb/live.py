@@ -128,15 +128,29 @@ def start(self: LivePlanner, steps: int = 1) -> threading.Thread:
         except Exception as e:                # shown in the panel rather than lost in a thread
             self.error = f"{type(e).__name__}: {e}"
         finally:
+            if self._stop.is_set():
+                self._hold()
             self._notify("done")
     self._thread = threading.Thread(target=work, daemon=True)
     self._thread.start()
     return self._thread
 
 @patch
+def _hold(self: LivePlanner):
+    "Hold the arm where it is, for arms that keep moving between commands (`hold()`; the sim waits anyway)."
+    hold = getattr(self.arm, "hold", None)
+    if hold is not None:
+        try:
+            hold()
+        except Exception as e:
+            self.error = f"could not hold the arm: {type(e).__name__}: {e}"
+
+@patch
 def stop(self: LivePlanner, timeout: float | None = 30.0):
-    "Stop planning; it takes effect after the CEM iteration in progress."
+    "Stop planning; it takes effect after the CEM iteration in progress, and the arm holds its pose."
     self._stop.set()
+    if not self.running:
+        self._hold()
     if self._thread is not None:
         self._thread.join(timeout)
 
@@ -176,7 +190,8 @@ def _panel_widgets(live: LivePlanner, max_steps: int) -> SimpleNamespace:
         steps=W.BoundedIntText(value=max_steps, min=1, max=10000, description="Run steps"),
         step=W.Button(description="Step", button_style="primary", icon="step-forward"),
         run=W.Button(description="Run", button_style="success", icon="play"),
-        stop=W.Button(description="Stop", button_style="danger", icon="stop", disabled=True),
+        stop=W.Button(description="STOP", button_style="danger", icon="stop", tooltip="stop planning and hold the arm",
+                      layout=W.Layout(width="100%", height="56px"), style=dict(font_weight="bold", font_size="20px")),
         status=W.HTML("Choose a goal, then Step or Run."),
         state=W.HTML(_state_html(live.obs.state)))
 
@@ -219,7 +234,6 @@ def _show(w: SimpleNamespace, fig, event: str, lp: LivePlanner):
         w.status.value = f"step {h['step']}: energy {h['energy']:.4f}, {h['seconds']:.2f} s, {h['iterations']} CEM iterations"
     elif event == "done":
         w.step.disabled = w.run.disabled = False
-        w.stop.disabled = True
         if lp.error:
             w.status.value = f"<span style='color:#b00'>{lp.error}</span>"
 
@@ -236,7 +250,6 @@ def _connect(w: SimpleNamespace, fig, live: LivePlanner):
         s = planner_settings(w.preset.value)
         live.set_planner(replace(s, samples=w.samples.value, iterations=w.iterations.value, topk=min(s.topk, w.samples.value)))
         w.step.disabled = w.run.disabled = True
-        w.stop.disabled = False
         w.status.value = "planning..."
         live.start(n)
     def set_goal(_):
@@ -247,8 +260,9 @@ def _connect(w: SimpleNamespace, fig, live: LivePlanner):
         except Exception as e:
             w.status.value = f"<span style='color:#b00'>{e}</span>"
     def stop(_):
+        running = live.running
         live.stop(timeout=0)
-        w.status.value = "stopping after this CEM iteration..."
+        w.status.value = "stopping after this CEM iteration; the arm holds" if running else "stopped: the arm holds"
     w.preset.observe(preset_changed, "value")
     live.listeners.append(lambda event, lp: _show(w, fig, event, lp))
     w.set_goal.on_click(set_goal); w.stop.on_click(stop)
@@ -262,8 +276,8 @@ def live_panel(live: LivePlanner, max_steps: int = 20):
     _connect(w, fig, live)
     images = W.HBox([W.VBox([W.HTML("<b>camera</b>"), w.camera]), W.VBox([W.HTML("<b>goal</b>"), w.goal])])
     chooser = W.VBox([w.source, W.HBox([w.episode_path, w.episode_index]), w.episode_step, w.upload, w.set_goal])
-    controls = W.VBox([W.HBox([w.preset, w.samples, w.iterations]), W.HBox([w.step, w.run, w.stop, w.steps]), w.status])
-    panel = W.VBox([W.HBox([images, chooser]), controls, fig, w.state])
+    controls = W.VBox([W.HBox([w.preset, w.samples, w.iterations]), W.HBox([w.step, w.run, w.steps]), w.status])
+    panel = W.VBox([w.stop, W.HBox([images, chooser]), controls, fig, w.state])      # Stop first, always in view
     panel.live, panel.figure, panel.camera = live, fig, w.camera
     panel.buttons = dict(step=w.step, run=w.run, stop=w.stop, set_goal=w.set_goal)
     return panel
