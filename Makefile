@@ -17,10 +17,15 @@ LR_VENV      ?= .venv-lerobot
 LR_TORCHVISION ?= torchvision==0.28.0
 LR_TORCHCODEC  ?= torchcodec==0.13.0
 LR_STAMP     := $(LR_VENV)/.installed
+# franka-rs (in settings.ini) drives the Franka arm (vjepa2wb.franka); franka-sim serves the libfranka protocol for its tests, in a
+# venv of its own (make franka-sim-venv: it pins numpy==1.26.4 and mujoco 3.2); FRANKA_SIM_ARGS adds launcher flags
+FS_VENV      ?= .venv-franka-sim
+FS_STAMP     := $(FS_VENV)/.installed
+FRANKA_SIM_ARGS ?=
 # a digest of a folder's files, to check that a command changed nothing there
 digest   = find $(1) -type f \( -name '*.py' -o -name '*.ipynb' \) -not -path '*/.ipynb_checkpoints/*' | LC_ALL=C sort | xargs sha1sum
 
-.PHONY: install browser lerobot-venv run bench test export clean lab readme
+.PHONY: install browser lerobot-venv franka-sim-venv franka-sim run bench test export clean lab readme
 
 install: $(STAMP)
 
@@ -74,8 +79,23 @@ $(LR_STAMP): | $(STAMP)
 	$(LR_VENV)/bin/python tests/lerobot_reference.py check
 	touch $(LR_STAMP)
 
+# franka-sim 1.1.7 (tools/franka_sim/requirements.txt) and the offline FR3 model it reads: the stock start git-clones
+# MuJoCo Menagerie at run time, so build_mjcf.py writes a mesh-free MJCF from the URDF franka-sim ships.
+franka-sim-venv: $(FS_STAMP)
+
+$(FS_STAMP): tools/franka_sim/requirements.txt tools/franka_sim/build_mjcf.py
+	test -x $(FS_VENV)/bin/python || $(PY) -m venv $(FS_VENV)
+	$(FS_VENV)/bin/python -m pip install -q -r tools/franka_sim/requirements.txt
+	$(FS_VENV)/bin/python tools/franka_sim/build_mjcf.py $(FS_VENV)/fr3_offline.xml
+	touch $(FS_STAMP)
+
+# franka-sim in the foreground on 127.0.0.1:1337 (the hand on 1338), loopback only, until SIGTERM or Ctrl-C;
+# connect with FrankaArm("127.0.0.1"). The sim's INFO log is noisy: FRANKA_SIM_ARGS="--log sim.log" sends it to a file.
+franka-sim: $(FS_STAMP)
+	exec $(FS_VENV)/bin/python tools/franka_sim/serve.py --mjcf $(FS_VENV)/fr3_offline.xml $(FRANKA_SIM_ARGS)
+
 # export-in-sync, clean-in-sync, the library notebooks' inline tests, then pytest.
-test: install browser
+test: install browser franka-sim-venv
 	@$(call digest,vjepa2wb) > $(VENV)/.pkg_before
 	$(BIN)/nbdev_export
 	@$(call digest,vjepa2wb) | diff -u $(VENV)/.pkg_before - \
