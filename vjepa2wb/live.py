@@ -236,6 +236,8 @@ def _show(w: SimpleNamespace, fig, event: str, lp: LivePlanner):
         w.step.disabled = w.run.disabled = False
         if lp.error:
             w.status.value = f"<span style='color:#b00'>{lp.error}</span>"
+        elif lp._stop.is_set():
+            w.status.value = f"stopped after {len(lp.history)} steps: the arm holds"
 
 # %% ../nbs/19_live.ipynb #144cb7e0
 def _connect(w: SimpleNamespace, fig, live: LivePlanner):
