@@ -155,10 +155,17 @@ def stop(self: LivePlanner, timeout: float | None = 30.0):
         self._thread.join(timeout)
 
 # %% ../nbs/19_live.ipynb #921c4674
-def _state_html(state) -> str:
+def _state_html(state, info: dict | None = None) -> str:
+    "The 7-D state as a table; for a real camera, the crop the model sees (a square of the full frame, never squashed)."
     names = ["x", "y", "z", "roll", "pitch", "yaw", "gripper"]
-    cells = "".join(f"<td style='padding:0 8px'><b>{n}</b><br>{v:+.3f}</td>" for n, v in zip(names, state))
-    return f"<table><tr>{cells}</tr></table>"
+    units = ["m", "m", "m", "rad", "rad", "rad", "closed"]
+    cells = "".join(f"<td style='padding:0 8px'><b>{n}</b> ({u})<br>{v:+.3f}</td>" for n, u, v in zip(names, units, state))
+    crop = (info or {}).get("crop_box")
+    note = ""
+    if crop is not None:
+        h, w = (info or {}).get("camera_size", ["?", "?"])
+        note = f"<div>camera {w}x{h}: the model sees the square at top {crop[0]}, left {crop[1]}, side {crop[2]} px</div>"
+    return f"<table><tr>{cells}</tr></table>{note}"
 
 # %% ../nbs/19_live.ipynb #39c6e6be
 def _episode_frames(path, index: int) -> np.ndarray:
@@ -193,7 +200,7 @@ def _panel_widgets(live: LivePlanner, max_steps: int) -> SimpleNamespace:
         stop=W.Button(description="STOP", button_style="danger", icon="stop", tooltip="stop planning and hold the arm",
                       layout=W.Layout(width="100%", height="56px"), style=dict(font_weight="bold", font_size="20px")),
         status=W.HTML("Choose a goal, then Step or Run."),
-        state=W.HTML(_state_html(live.obs.state)))
+        state=W.HTML(_state_html(live.obs.state, live.obs.info)))
 
 # %% ../nbs/19_live.ipynb #5ec535a3
 def _energy_figure():
@@ -227,7 +234,7 @@ def _show(w: SimpleNamespace, fig, event: str, lp: LivePlanner):
         with fig.batch_update():
             fig.data[1].x, fig.data[1].y = list(range(len(lp.cem_curve))), list(lp.cem_curve)
     elif event == "step":
-        w.camera.value, w.state.value = encode_png(lp.obs.frame), _state_html(lp.obs.state)
+        w.camera.value, w.state.value = encode_png(lp.obs.frame), _state_html(lp.obs.state, lp.obs.info)
         with fig.batch_update():
             fig.data[0].x, fig.data[0].y = [h["step"] for h in lp.history], [h["energy"] for h in lp.history]
         h = lp.history[-1]
