@@ -444,3 +444,32 @@ def test_sim_killed_mid_session_then_reconnect(sim, make_arm):
     t = time.monotonic()
     arm.close()                                                                 # never raises from a dead sim
     assert time.monotonic() - t < 5
+
+
+def test_robot_session_on_franka_sim_towards_a_captured_goal(sim, tmp_path, fix, hp):
+    """The session job on `franka://127.0.0.1` with a video file as its camera: a goal captured on the arm, two planned
+    steps executed and recorded, success judged from the recorded pose."""
+    import json
+    import pandas as pd
+    import papermill as pm
+    from vjepa2wb import load_checkpoint, save_checkpoint
+    from vjepa2wb.data import write_video
+    from vjepa2wb.tasks import capture_goal, save_goal
+    if not sim.alive:
+        sim.start(timeout=60)
+    size = hp["encoder"]["img_size"]
+    ckpt = save_checkpoint(load_checkpoint(fix / "ac_checkpoint.pt", encoder=hp["encoder"], ac_predictor=hp["ac_predictor"]),
+                           tmp_path / "ac_model")
+    write_video(tmp_path / "view.mp4", np.tile(np.linspace(30, 220, 48, dtype=np.uint8)[None, None, :, None], (8, 32, 1, 3)), fps=10)
+    with FrankaArm("127.0.0.1", camera=f"file:{tmp_path / 'view.mp4'}", frame_size=size) as arm:
+        goal = save_goal(capture_goal(arm, moves=[[0.02, 0, 0, 0, 0, 0, 0]]), tmp_path / "goal.npz")
+    out = tmp_path / "session"
+    pm.execute_notebook(ROOT / "nbs" / "robot_session.ipynb", tmp_path / "out.ipynb", cwd=ROOT / "nbs", kernel_name="python3",
+                        progress_bar=False, execution_timeout=600,
+                        parameters=dict(checkpoint=str(ckpt), arm="franka://127.0.0.1", camera=f"file:{tmp_path / 'view.mp4'}",
+                                        task="captured", goal=str(goal), episodes=1, max_steps=2, size=size,
+                                        planner={"samples": 8, "iterations": 1, "topk": 2}, output_dir=str(out)))
+    rows = pd.read_csv(out / "episodes.csv")
+    assert rows.task.tolist() == ["captured"] and rows.steps.tolist() == [2] and rows.final_distance_cm.iloc[0] < 50
+    steps = [json.loads(l) for l in (out / "steps.jsonl").read_text().splitlines()]
+    assert len(steps) == 2 and all(np.isfinite(s["state"]).all() for s in steps)

@@ -273,7 +273,7 @@ class RemoteArm(Arm):
 ARM_URIS = ("sim", "franka://<host>", "remote://<host>:<port>")
 
 def open_arm(uri: str = "sim", size: int = 256, **kwargs) -> Arm:
-    "An arm by URI: `sim`, `franka://host` or `remote://host:port`; `kwargs` go to its constructor."
+    "An arm by URI: `sim`, `franka://host` or `remote://host:port`; its frames `size` square; `kwargs` go to its constructor."
     if not isinstance(uri, str):
         raise TypeError(f"arm must be a URI string ({', '.join(ARM_URIS)}); got {type(uri).__name__}")
     if uri == "sim":
@@ -282,7 +282,7 @@ def open_arm(uri: str = "sim", size: int = 256, **kwargs) -> Arm:
     scheme, _, rest = uri.partition("://")
     if scheme == "franka" and rest:
         from vjepa2wb.franka import FrankaArm
-        return FrankaArm(rest, **kwargs)
+        return FrankaArm(rest, **{"frame_size": size, **kwargs})
     if scheme == "remote" and rest:
         host, _, port = rest.rpartition(":")
         if not host or not port.isdigit():
