@@ -119,7 +119,7 @@ readme: install
 	    p.write_text(f\"# {meta['title']}\n\n> {meta['description']}\n\n\" + s[m.end():])"
 
 lab: install
-	$(BIN)/jupyter lab --notebook-dir=nbs
+	$(BIN)/jupyter lab --notebook-dir=nbs --LabApp.default_url=/lab/tree/index.ipynb
 
 clean:
 	rm -rf _proc _docs .pytest_cache build *.egg-info
