@@ -77,6 +77,18 @@ def test_explore_dataset_notebook_runs(tmp_path):
     assert "episodes in" in _printed(nb) and "first episode: " in _printed(nb)
 
 
+def test_explorers_say_when_the_model_is_untrained(tmp_path):
+    """On a fresh clone explore_rollouts runs (the fixture model, a few sim episodes recorded for it) and, like
+    explore_energy, puts a banner at the top that names the model, loudly when it is untrained."""
+    def banner(nb) -> str:
+        return "".join(o.get("data", {}).get("text/html", "") for c in nb.cells for o in c.get("outputs", []) if "data" in o)
+    nb = run("explore_rollouts.ipynb", tmp_path)
+    assert "episodes from" in _printed(nb)
+    text, untrained = banner(nb), "fixture model" in _printed(nb)
+    assert ("This is an untrained model" in text) == untrained and (untrained or "world model: " in text)
+    assert "This is an untrained model" in banner(run("explore_energy.ipynb", tmp_path, source="official", nsamples=3))
+
+
 def test_explore_dataset_opens_a_lerobot_v3_set(tmp_path):
     "A LeRobot v3.0 set given as `roots` opens with its camera, on the recording's clock; a misspelled -p stops it."
     import numpy as np

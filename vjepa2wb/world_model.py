@@ -17,8 +17,8 @@ from .data import normalize
 from .pose import compute_new_pose
 
 # %% auto #0
-__all__ = ['MODES', 'preprocess_frames', 'NonFiniteError', 'require_finite', 'world_model_encoder', 'encode_frames',
-           'predict_next', 'imagine', 'fixture_world_model', 'newest_checkpoint', 'default_world_model']
+__all__ = ['MODES', 'UNTRAINED', 'preprocess_frames', 'NonFiniteError', 'require_finite', 'world_model_encoder', 'encode_frames',
+           'predict_next', 'imagine', 'fixture_world_model', 'newest_checkpoint', 'default_world_model', 'model_banner']
 
 # %% ../nbs/10a_world_model.ipynb #ac5f80f4
 def preprocess_frames(frames: torch.Tensor, crop: int) -> torch.Tensor:
@@ -130,4 +130,15 @@ def default_world_model():
     ck = newest_checkpoint("train_ac")
     if ck is not None:
         return load_checkpoint(ck), f"the newest trained AC model ({ck})"
-    return fixture_world_model(), "the tiny fixture model (random weights)"
+    return fixture_world_model(), UNTRAINED
+
+UNTRAINED = "the tiny fixture model (random weights)"
+
+def model_banner(about: str) -> str:
+    "HTML for the top of an explorer: a loud warning when the model is untrained, else one line naming it."
+    if about != UNTRAINED:
+        return f"<div style='padding:4px 8px;background:#eef6ee;border-left:4px solid #2a2'>world model: {about}</div>"
+    return ("<div style='padding:8px 12px;background:#fff3cd;border:2px solid #d39e00;font-size:15px'>"
+            "<b>This is an untrained model</b> (the tiny fixture model, random weights): its energies, plans and "
+            "rollouts mean nothing. <code>make run</code> trains one in about 20 minutes on a CPU; or set "
+            "<code>checkpoint</code> to a trained AC checkpoint's path in the parameters cell and run again.</div>")
