@@ -122,7 +122,7 @@ def test_pipeline_end_to_end_tiny(tmp_path):
     # the rollout explorer runs on that model
     ckpt = json.loads((out / "train_ac" / "summary.json").read_text())["checkpoint"]
     nb = run("explore_rollouts.ipynb", tmp_path, checkpoint=ckpt, data=str(out / "collect_sim" / "lerobot"))
-    assert any("episodes, model from" in o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    assert f"episodes from {out / 'collect_sim' / 'lerobot'}; model: {ckpt}" in _printed(nb)
     # run again into the same folder: collect_sim resumes, every other stage's first output is kept apart
     first_steps = (out / "robot_session" / "steps.jsonl").read_text()
     run("pipeline.ipynb", tmp_path, run_id="test", params_file=str(params), output_root=str(out))
