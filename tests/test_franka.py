@@ -8,7 +8,6 @@ import gc
 import importlib.util
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
