@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import torch
 
-from .pose import matrix_to_euler
+from .pose import matrix_to_euler, poses_to_diffs
 
 ROTATIONS = {"euler_xyz": 3, "quat_xyzw": 4, "quat_wxyz": 4, "matrix": 9}
 GRIPPER_FORMS = ("closedness", "openness", "width")
@@ -109,7 +109,6 @@ class StateConvention:
         "Actions `[T, 7]` (the last row zero when derived): from the states, or the declared column."
         if self.actions != "from_states":
             return select(columns, self.actions, 7, where)
-        from vjepa2wb.pose import poses_to_diffs
         out = np.zeros_like(states)
         if len(states) > 1:
             out[:-1] = poses_to_diffs(torch.from_numpy(states)).numpy()

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from .conventions import CONVENTIONS, StateConvention, check_pose_columns, state_convention
 from .core import write_atomic, write_json
 from .data import Skipped, split_skipped, write_video
-from .eval_data import read_frames
+from .eval_data import read_frames, resize_short_side
 from .pose import poses_to_diffs
 
 CAMERA = "exterior"
@@ -313,7 +313,6 @@ def open_droid(path, camera: str | None = None, state=None) -> Recording:
     return rec
 
 def _resized(frames: np.ndarray, size: int) -> np.ndarray:
-    from vjepa2wb.eval_data import resize_short_side
     return resize_short_side(torch.from_numpy(frames), size).numpy()
 
 def droid_paths_csv(root, out) -> int:
