@@ -8,6 +8,8 @@ from __future__ import annotations
 import io
 import struct
 import threading
+import time
+import weakref
 import zlib
 from dataclasses import replace
 from types import SimpleNamespace
@@ -18,10 +20,11 @@ from fastcore.basics import patch
 
 from .episodes import find_episodes, read_episode
 from .planning import PRESETS, plan_step, planner_settings
+from .tasks import goal_distance_cm, success
 from .world_model import NonFiniteError, encode_frames, world_model_encoder
 
 # %% auto #0
-__all__ = ['encode_png', 'decode_image', 'LivePlanner', 'live_panel']
+__all__ = ['encode_png', 'decode_image', 'LivePlanner', 'stop_all', 'live_panel']
 
 # %% ../nbs/19_live.ipynb #2f3cfcb0
 def encode_png(frame: np.ndarray) -> bytes:
@@ -45,18 +48,27 @@ def decode_image(data: bytes) -> np.ndarray:
         raise ValueError(f"the uploaded file is not an image that can be decoded: {e}") from None
 
 # %% ../nbs/19_live.ipynb #c81f36c5
+_PLANNERS = weakref.WeakSet()                    # every LivePlanner of this kernel: one STOP stops them all
+
 class LivePlanner:
-    "Receding-horizon planning against `arm` with world model `wm`, one step at a time or in a background thread."
-    def __init__(self, arm, wm, planner="fast", crop: int | None = None, seed: int = 0):
-        self.arm, self.wm = arm, wm
+    """Receding-horizon planning against `arm` with world model `wm`, one step at a time or in a background thread;
+    with `task` (a `TaskInstance`), each step records the distance to its goal (cm) and success."""
+    def __init__(self, arm, wm, planner="fast", crop: int | None = None, seed: int = 0, task=None):
+        for other in list(_PLANNERS):            # one planner drives an arm
+            if other.arm is arm and other.running:
+                other.stop()
+        self.arm, self.wm, self.task = arm, wm, task
         self.encoder = world_model_encoder(wm)
         self.crop = crop or self.encoder.cfg.img_size
         self.planner = planner_settings(planner)
         self.obs = arm.reset(seed)
         self.goal_frame = self.goal_reps = None
         self.history, self.cem_curve, self.last_plan, self.error = [], [], None, None
+        self.ended = self.stop_report = None     # why the last run ended; how long a STOP took to take effect
         self.listeners = []                      # called with ("iteration" | "step" | "done", self)
         self._stop, self._thread, self._lock = threading.Event(), None, threading.Lock()
+        self._iterations, self._stop_mark = 0, None
+        _PLANNERS.add(self)
 
     def _notify(self, event: str):
         for fn in list(self.listeners):
@@ -93,6 +105,7 @@ def step(self: LivePlanner) -> bool:
     with self._lock:
         self.cem_curve = []
         def on_iteration(i, elite):
+            self._iterations += 1
             self.cem_curve.append(elite.mean().item())
             self._notify("iteration")
             return self._stop.is_set()
@@ -106,29 +119,46 @@ def step(self: LivePlanner) -> bool:
             return False
         action = plan.action.double().numpy()
         self.obs, self.last_plan, self.error = self.arm.step(action), plan, None
-        self.history.append(dict(step=len(self.history), energy=plan.energy, seconds=plan.seconds, iterations=plan.iterations,
-                                 flops=plan.flops, action=action.tolist(), state=self.obs.state.tolist()))
+        record = dict(step=len(self.history), energy=plan.energy, seconds=plan.seconds, iterations=plan.iterations,
+                      of_iterations=self.planner.iterations, flops=plan.flops, action=action.tolist(), state=self.obs.state.tolist())
+        if self.task is not None:
+            record.update(distance_cm=goal_distance_cm(self.task, self.obs.state), success=success(self.task, self.arm, self.obs.state))
+        self.history.append(record)
     self._notify("step")
     return True
 
 # %% ../nbs/19_live.ipynb #6b68847a
 @patch
-def start(self: LivePlanner, steps: int = 1) -> threading.Thread:
-    "Plan and execute up to `steps` actions in a background thread; `stop()` ends it."
+def start(self: LivePlanner, steps: int = 1, energy_threshold: float = 0.0, until_success: bool = True) -> threading.Thread:
+    """Plan and execute up to `steps` actions in a background thread; the run ends early at success (with a task and
+    `until_success`) or when the predicted energy falls below `energy_threshold`, and `stop()` ends it at once."""
     if self.running:
         raise RuntimeError("planning is already running: stop it first")
     if self.goal_reps is None:
         raise ValueError("choose a goal first (set_goal)")
     self._stop.clear()
+    self.ended, self.stop_report, self._stop_mark = None, None, None
     def work():
         try:
+            self.ended = f"all {steps} steps ran"
             for _ in range(steps):
                 if self._stop.is_set() or not self.step():
+                    self.ended = "stopped" if self._stop.is_set() else "refused"
+                    break
+                last = self.history[-1]
+                if until_success and last.get("success"):
+                    self.ended = f"success at step {last['step']}, {last['distance_cm']:.1f} cm from the goal"
+                    break
+                if last["energy"] < energy_threshold:
+                    self.ended = f"the energy {last['energy']:.4f} fell below {energy_threshold:g} at step {last['step']}"
                     break
         except Exception as e:                # shown in the panel rather than lost in a thread
-            self.error = f"{type(e).__name__}: {e}"
+            self.error, self.ended = f"{type(e).__name__}: {e}", "error"
         finally:
             if self._stop.is_set():
+                if self._stop_mark is not None:
+                    t, n = self._stop_mark
+                    self.stop_report = dict(iterations=self._iterations - n, seconds=time.monotonic() - t)
                 self._hold()
             self._notify("done")
     self._thread = threading.Thread(target=work, daemon=True)
@@ -147,12 +177,20 @@ def _hold(self: LivePlanner):
 
 @patch
 def stop(self: LivePlanner, timeout: float | None = 30.0):
-    "Stop planning; it takes effect after the CEM iteration in progress, and the arm holds its pose."
+    """Stop planning; it takes effect after the CEM iteration in progress, and the arm holds its pose.
+    `stop_report` then says how many CEM iterations ended, and how many seconds passed, after the call."""
+    if self._stop_mark is None:
+        self._stop_mark = (time.monotonic(), self._iterations)
     self._stop.set()
     if not self.running:
         self._hold()
     if self._thread is not None:
         self._thread.join(timeout)
+
+def stop_all(timeout: float | None = 0):
+    "Stop every planner of this kernel (STOP on any panel does)."
+    for planner in list(_PLANNERS):
+        planner.stop(timeout)
 
 # %% ../nbs/19_live.ipynb #921c4674
 def _state_html(state, info: dict | None = None) -> str:
@@ -166,6 +204,22 @@ def _state_html(state, info: dict | None = None) -> str:
         h, w = (info or {}).get("camera_size", ["?", "?"])
         note = f"<div>camera {w}x{h}: the model sees the square at top {crop[0]}, left {crop[1]}, side {crop[2]} px</div>"
     return f"<table><tr>{cells}</tr></table>{note}"
+
+def _history_html(history: list, rows: int = 8) -> str:
+    "The last `rows` executed steps as a table, with units."
+    if not history:
+        return "<i>no step executed yet</i>"
+    head = ["step", "energy", "from goal (cm)", "success", "CEM iterations", "seconds", "action dx, dy, dz (cm)"]
+    def row(h):
+        dist = f"{h['distance_cm']:.1f}" if "distance_cm" in h else "–"
+        ok = ("yes" if h["success"] else "no") if "success" in h else "–"
+        move = ", ".join(f"{100 * a:+.1f}" for a in h["action"][:3])
+        cells = [h["step"], f"{h['energy']:.4f}", dist, ok, f"{h['iterations']} of {h['of_iterations']}", f"{h['seconds']:.2f}", move]
+        return "<tr>" + "".join(f"<td style='padding:0 8px'>{c}</td>" for c in cells) + "</tr>"
+    th = "".join(f"<th style='padding:0 8px'>{c}</th>" for c in head)
+    body = "".join(row(h) for h in history[-rows:][::-1])
+    return f"<table><tr>{th}</tr>{body}</table><div>last {min(rows, len(history))} of {len(history)} steps; all in <code>live.history</code></div>"
+
 
 # %% ../nbs/19_live.ipynb #39c6e6be
 def _episode_frames(path, index: int) -> np.ndarray:
@@ -195,12 +249,17 @@ def _panel_widgets(live: LivePlanner, max_steps: int) -> SimpleNamespace:
         samples=W.BoundedIntText(value=live.planner.samples, min=2, max=100000, description="samples"),
         iterations=W.BoundedIntText(value=live.planner.iterations, min=1, max=1000, description="iterations"),
         steps=W.BoundedIntText(value=max_steps, min=1, max=10000, description="Run steps"),
+        threshold=W.BoundedFloatText(value=0.0, min=0.0, max=10.0, step=0.005, description="stop below",
+                                     tooltip="a run ends when the predicted energy falls below this (0: never)"),
+        until_success=W.Checkbox(value=live.task is not None, description="stop at success", disabled=live.task is None,
+                                 indent=False, tooltip="a run ends when the task is solved (the sim, or a captured goal)"),
         step=W.Button(description="Step", button_style="primary", icon="step-forward"),
         run=W.Button(description="Run", button_style="success", icon="play"),
         stop=W.Button(description="STOP", button_style="danger", icon="stop", tooltip="stop planning and hold the arm",
                       layout=W.Layout(width="100%", height="56px"), style=dict(font_weight="bold", font_size="20px")),
         status=W.HTML("Choose a goal, then Step or Run."),
-        state=W.HTML(_state_html(live.obs.state, live.obs.info)))
+        state=W.HTML(_state_html(live.obs.state, live.obs.info)),
+        history=W.HTML(_history_html(live.history)))
 
 # %% ../nbs/19_live.ipynb #5ec535a3
 def _energy_figure():
@@ -211,7 +270,10 @@ def _energy_figure():
     fig.add_scatter(x=[], y=[], mode="lines+markers", name="energy", row=1, col=1)
     fig.add_scatter(x=[], y=[], mode="lines+markers", name="CEM", row=1, col=2)
     fig.update_layout(width=760, height=300, showlegend=False, margin=dict(t=40, b=30, l=40, r=10))
-    fig.update_xaxes(title_text="step", row=1, col=1); fig.update_xaxes(title_text="iteration", row=1, col=2)
+    fig.update_xaxes(title_text="executed step", tickformat="d", rangemode="tozero", row=1, col=1)
+    fig.update_xaxes(title_text="CEM iteration", tickformat="d", rangemode="tozero", row=1, col=2)
+    fig.update_yaxes(title_text="energy (latent L1)")
+    fig.update_traces(hovertemplate="%{x}: energy %{y:.4f}<extra></extra>")
     return fig
 
 # %% ../nbs/19_live.ipynb #f96c5e37
@@ -228,23 +290,47 @@ def _chosen_goal(w: SimpleNamespace, live: LivePlanner) -> np.ndarray:
     return decode_image(w.upload.value[0]["content"])
 
 # %% ../nbs/19_live.ipynb #dd51762a
+def _step_line(h: dict) -> str:
+    "One executed step in words; the CEM iterations say when the search stopped early (its elites agreed, `tol`)."
+    where = f", {h['distance_cm']:.1f} cm from the goal" if "distance_cm" in h else ""
+    early = " (stopped early: the elites agreed)" if h["iterations"] < h["of_iterations"] else ""
+    return (f"step {h['step']}: energy {h['energy']:.4f}{where}, {h['seconds']:.2f} s, "
+            f"{h['iterations']} of {h['of_iterations']} CEM iterations{early}")
+
+def _ended_line(lp: LivePlanner) -> str:
+    "How the last run ended, and for a STOP how soon it took effect."
+    if lp.error:
+        return f"<span style='color:#b00'>{lp.error}</span>"
+    if lp.ended == "stopped":
+        r = lp.stop_report
+        after = f", {r['iterations']} CEM iteration(s) and {r['seconds']:.2f} s after STOP" if r else ""
+        return f"stopped after {len(lp.history)} steps{after}: the arm holds"
+    last = _step_line(lp.history[-1]) if lp.history else ""
+    if not lp.ended or lp.ended.startswith("all "):           # the last step's line says it all
+        return last
+    return f"{last}<br>run ended: {lp.ended}"
+
 def _show(w: SimpleNamespace, fig, event: str, lp: LivePlanner):
-    "Draw a planner event: a CEM iteration, an executed step, or the end of a run (with its error, if any)."
+    "Draw a planner event: a CEM iteration (at most 4 redraws a second), an executed step, or the end of a run."
     if event == "iteration":
+        now = time.monotonic()
+        if now - getattr(w, "drawn_at", 0.0) < 0.25:
+            return
+        w.drawn_at = now
         with fig.batch_update():
             fig.data[1].x, fig.data[1].y = list(range(len(lp.cem_curve))), list(lp.cem_curve)
     elif event == "step":
         w.camera.value, w.state.value = encode_png(lp.obs.frame), _state_html(lp.obs.state, lp.obs.info)
         with fig.batch_update():
             fig.data[0].x, fig.data[0].y = [h["step"] for h in lp.history], [h["energy"] for h in lp.history]
-        h = lp.history[-1]
-        w.status.value = f"step {h['step']}: energy {h['energy']:.4f}, {h['seconds']:.2f} s, {h['iterations']} CEM iterations"
+            fig.data[1].x, fig.data[1].y = list(range(len(lp.cem_curve))), list(lp.cem_curve)
+        w.history.value = _history_html(lp.history)
+        w.status.value = _step_line(lp.history[-1])
     elif event == "done":
         w.step.disabled = w.run.disabled = False
-        if lp.error:
-            w.status.value = f"<span style='color:#b00'>{lp.error}</span>"
-        elif lp._stop.is_set():
-            w.status.value = f"stopped after {len(lp.history)} steps: the arm holds"
+        line = _ended_line(lp)
+        if line:
+            w.status.value = line
 
 # %% ../nbs/19_live.ipynb #144cb7e0
 def _connect(w: SimpleNamespace, fig, live: LivePlanner):
@@ -260,7 +346,7 @@ def _connect(w: SimpleNamespace, fig, live: LivePlanner):
         live.set_planner(replace(s, samples=w.samples.value, iterations=w.iterations.value, topk=min(s.topk, w.samples.value)))
         w.step.disabled = w.run.disabled = True
         w.status.value = "planning..."
-        live.start(n)
+        live.start(n, energy_threshold=w.threshold.value, until_success=w.until_success.value)
     def set_goal(_):
         try:
             frame = _chosen_goal(w, live)
@@ -270,7 +356,7 @@ def _connect(w: SimpleNamespace, fig, live: LivePlanner):
             w.status.value = f"<span style='color:#b00'>{e}</span>"
     def stop(_):
         running = live.running
-        live.stop(timeout=0)
+        stop_all(timeout=0)
         w.status.value = "stopping after this CEM iteration; the arm holds" if running else "stopped: the arm holds"
     w.preset.observe(preset_changed, "value")
     live.listeners.append(lambda event, lp: _show(w, fig, event, lp))
@@ -285,8 +371,8 @@ def live_panel(live: LivePlanner, max_steps: int = 20):
     _connect(w, fig, live)
     images = W.HBox([W.VBox([W.HTML("<b>camera</b>"), w.camera]), W.VBox([W.HTML("<b>goal</b>"), w.goal])])
     chooser = W.VBox([w.source, W.HBox([w.episode_path, w.episode_index]), w.episode_step, w.upload, w.set_goal])
-    controls = W.VBox([W.HBox([w.preset, w.samples, w.iterations]), W.HBox([w.step, w.run, w.steps]), w.status])
-    panel = W.VBox([w.stop, W.HBox([images, chooser]), controls, fig, w.state])      # Stop first, always in view
+    controls = W.VBox([W.HBox([w.preset, w.samples, w.iterations]), W.HBox([w.step, w.run, w.steps]), W.HBox([w.threshold, w.until_success]), w.status])
+    panel = W.VBox([w.stop, W.HBox([images, chooser]), controls, fig, w.state, w.history])      # Stop first, always in view
     panel.live, panel.figure, panel.camera = live, fig, w.camera
     panel.buttons = dict(step=w.step, run=w.run, stop=w.stop, set_goal=w.set_goal)
     return panel

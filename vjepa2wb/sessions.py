@@ -16,7 +16,7 @@ from .collect import write_recording
 from .data import write_video
 from .episodes import Episode
 from .planning import run_mpc
-from .tasks import make_task, sim_only, success
+from .tasks import goal_distance_cm, make_task, sim_only, success
 
 # %% auto #0
 __all__ = ['run_episodes']
@@ -50,7 +50,7 @@ def run_episodes(arm, wm, task: str, seeds: list, planner, out, name: str = "mai
             states = np.stack([obs.state] + [np.asarray(r["state"], float) for r in recs])
             ok = success(inst, arm, states[-1])
             rows.append(dict(planner=name, episode=i, seed=seed, task=task, success=ok,
-                             final_distance_cm=float(np.linalg.norm(states[-1, :3] - inst.goal_state[:3]) * 100), steps=len(recs),
+                             final_distance_cm=goal_distance_cm(inst, states[-1]), steps=len(recs),
                              seconds_per_action=(time.perf_counter() - t) / n, gflop_per_action=sum(r["flops"] for r in recs) / n / 1e9,
                              cem_iterations=sum(r["iterations"] for r in recs) / n))
             energies[(name, i)] = [r["energy"] for r in recs]

@@ -16,8 +16,8 @@ from .core import write_atomic
 
 # %% auto #0
 __all__ = ['TASKS', 'REACH_TOL', 'LIFT', 'ZONE_RADIUS', 'GRIPPER_TOL', 'TaskInstance', 'move_toward', 'sample_goal',
-           'cube_grasped', 'success', 'scripted_episode', 'make_task', 'sim_only', 'capture_goal', 'captured_success',
-           'save_goal', 'load_goal']
+           'cube_grasped', 'success', 'goal_distance_cm', 'scripted_episode', 'make_task', 'sim_only', 'capture_goal',
+           'captured_success', 'save_goal', 'load_goal']
 
 # %% ../nbs/14_tasks.ipynb #2c165353
 TASKS = ("reach", "grasp", "reach_with_object", "pick_and_place")
@@ -88,6 +88,11 @@ def success(task: TaskInstance, arm, state: np.ndarray | None = None) -> bool:
     if task.name == "pick_and_place":
         return bool(np.linalg.norm(cube[:2] - task.goal_pos[:2]) < ZONE_RADIUS and cube[2] < task.cube_rest_z + 0.01)
     raise ValueError(f"unknown task {task.name!r}; tasks are {TASKS}")
+
+def goal_distance_cm(task: TaskInstance, state) -> float:
+    "How far the tool centre point of `state` is from where the task's scripted solution ends, in cm."
+    return float(np.linalg.norm(np.asarray(state, float)[:3] - task.goal_state[:3]) * 100)
+
 
 # %% ../nbs/14_tasks.ipynb #74801758
 def _phases(task: TaskInstance, arm: SimArm) -> list[tuple[str, np.ndarray, float]]:
