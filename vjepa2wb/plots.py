@@ -38,32 +38,54 @@ def save_figure(fig, path) -> list[Path]:
 
 # %% ../nbs/20_plots.ipynb #07373156
 def energy_figures(E, grid_size: float = 0.075, nsamples: int = 5, true_action=None, title: str = "energy landscape"):
-    "Plotly figures of a landscape `[nsamples**3]`: x-y slices with a z slider, and the cube in 3D."
+    """Plotly figures of a landscape `[nsamples**3]`: x-y slices with a dz slider, opening on the argmin's slice, and
+    the cube in 3D; the argmin and the true action marked on both. Translations in cm; the energy is unitless."""
     E = torch.as_tensor(E).reshape(nsamples, nsamples, nsamples).numpy()        # [x, y, z]
-    cm = (grid_axis(grid_size, nsamples) * 100).numpy()
-    best = landscape_argmin(torch.as_tensor(E).flatten(), grid_size, nsamples)["argmin"]
-    marks = [("argmin", [v * 100 for v in best], "x", "white")]
+    cm = (grid_axis(grid_size, nsamples) * 100).numpy().round(6) + 0.0              # + 0.0: no -0
+    best = landscape_argmin(torch.as_tensor(E).flatten(), grid_size, nsamples)
+    at = lambda xyz: f"dx {xyz[0]:.1f} cm<br>dy {xyz[1]:.1f} cm<br>dz {xyz[2]:.1f} cm"
+    marks = [("argmin", [round(v * 100, 6) + 0.0 for v in best["argmin"]], "x", "white", f"<br>energy {best['energy']:.5f}")]
+    reach = half = cm[-1] + (cm[1] - cm[0]) / 2                         # the grid's cells, edge to edge
     if true_action is not None:
-        marks.append(("true action", [float(v) * 100 for v in true_action[:3]], "star", "red"))
-    slices = go.Figure(layout=dict(title=title, width=560, height=580, xaxis_title="dx (cm)", yaxis_title="dy (cm)"))
+        true = [float(v) * 100 + 0.0 for v in true_action[:3]]
+        outside = max(map(abs, true)) > cm[-1] * (1 + 1e-6)
+        marks.append(("true action" + (", outside the grid" if outside else ""), true, "star", "red", ""))
+        reach = max(half, max(map(abs, true)) * 1.05)
+    every = 1 if nsamples <= 9 else 2                                  # a tick on every grid point, or every other
+    ticks = dict(tickvals=cm[(np.arange(nsamples) - nsamples // 2) % every == 0], tickformat="~g", ticksuffix=" ")
+    energy = dict(colorscale="Viridis", cmin=E.min(), cmax=E.max(), colorbar=dict(title="energy<br>(L1)", len=0.8))
+    legend = dict(orientation="h", yanchor="bottom", y=1.02, x=0)
+
+    active = int(np.abs(cm - marks[0][1][2]).argmin())                  # the argmin's slice
+    slices = go.Figure(layout=dict(title=title, width=660, height=660, legend=legend, margin=dict(t=100),
+                                   xaxis=dict(title="dx (cm)", range=[-reach, reach], constrain="domain", **ticks),
+                                   yaxis=dict(title="dy (cm)", range=[-reach, reach], scaleanchor="x", **ticks)))
     for k in range(nsamples):
         slices.add_heatmap(z=E[:, :, k].T, x=cm, y=cm, zmin=E.min(), zmax=E.max(), colorscale="Viridis",
-                           colorbar_title="energy", visible=k == nsamples // 2, name=f"dz = {cm[k]:.1f} cm")
-    for name, xyz, symbol, color in marks:
+                           colorbar=energy["colorbar"], visible=k == active, name=f"dz {cm[k]:g} cm",
+                           hovertemplate=f"dx %{{x:.1f}} cm<br>dy %{{y:.1f}} cm<br>dz {cm[k]:.1f} cm<br>energy %{{z:.5f}}<extra></extra>")
+    for name, xyz, symbol, color, extra in marks:
         slices.add_scatter(x=[xyz[0]], y=[xyz[1]], mode="markers", name=f"{name} (dz {xyz[2]:.1f} cm)",
-                           marker=dict(symbol=symbol, size=14, color=color, line=dict(width=1, color="black")))
-    n_marks = len(marks)
-    steps = [dict(method="update", label=f"{cm[k]:.1f}",
-                  args=[{"visible": [j == k for j in range(nsamples)] + [True] * n_marks}]) for k in range(nsamples)]
-    slices.update_layout(sliders=[dict(active=nsamples // 2, currentvalue=dict(prefix="dz (cm): "), steps=steps, pad=dict(t=50))],
-                         legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0), margin=dict(t=90))
+                           marker=dict(symbol=symbol, size=14, color=color, line=dict(width=1, color="black")),
+                           hovertemplate=f"{name}<br>{at(xyz)}{extra}<extra></extra>")
+    steps = [dict(method="update", label=f"{cm[k]:g}",
+                  args=[{"visible": [j == k for j in range(nsamples)] + [True] * len(marks)}]) for k in range(nsamples)]
+    slices.update_layout(sliders=[dict(active=active, currentvalue=dict(prefix="dz = ", suffix=" cm"), steps=steps, pad=dict(t=60))])
+
     x, y, z = np.meshgrid(cm, cm, cm, indexing="ij")
-    cube = go.Figure(layout=dict(title=title, width=560, height=520, scene=dict(xaxis_title="dx (cm)", yaxis_title="dy (cm)", zaxis_title="dz (cm)")))
-    cube.add_scatter3d(x=x.ravel(), y=y.ravel(), z=z.ravel(), mode="markers", name="grid",
-                       marker=dict(size=6, color=E.ravel(), colorscale="Viridis", colorbar_title="energy", opacity=0.8))
-    for name, xyz, symbol, color in marks:
+    scene = {f"{a}axis": dict(title=f"d{a} (cm)", range=[-reach, reach], **ticks) for a in "xyz"}
+    scene.update(aspectmode="cube", camera=dict(eye=dict(x=1.4, y=1.4, z=1.1)),    # labels drawn over the points, never hidden
+                 annotations=[dict(x=xyz[0], y=xyz[1], z=xyz[2], text=name.split(",")[0], ax=-40, ay=-35, arrowhead=2,
+                                   bgcolor="rgba(255,255,255,0.8)") for name, xyz, *_ in marks])
+    cube = go.Figure(layout=dict(title=title, width=700, height=620, scene=scene, legend=dict(legend, itemsizing="constant"),
+                                 margin=dict(l=10, r=10, b=10, t=100)))
+    cube.add_scatter3d(x=x.ravel(), y=y.ravel(), z=z.ravel(), mode="markers", name="grid point", customdata=E.ravel(),
+                       marker=dict(size=max(2, round(28 / nsamples)), color=E.ravel(), opacity=0.45, **energy),
+                       hovertemplate="dx %{x:.1f} cm<br>dy %{y:.1f} cm<br>dz %{z:.1f} cm<br>energy %{customdata:.5f}<extra></extra>")
+    for name, xyz, symbol, color, extra in marks:       # large and outlined: not lost among the grid points
         cube.add_scatter3d(x=[xyz[0]], y=[xyz[1]], z=[xyz[2]], mode="markers", name=name,
-                           marker=dict(symbol="x" if symbol == "x" else "diamond", size=9, color=color))
+                           marker=dict(symbol="diamond", size=11, color=color, line=dict(width=2, color="black")),
+                           hovertemplate=f"{name}<br>{at(xyz)}{extra}<extra></extra>")
     return slices, cube
 
 # %% ../nbs/20_plots.ipynb #694e7fc2
