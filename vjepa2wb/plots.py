@@ -20,7 +20,8 @@ from .planning import grid_axis, landscape_argmin
 log = logging.getLogger("vjepa2wb.plots")
 
 # %% auto #0
-__all__ = ['log', 'save_figure', 'energy_figures', 'write_run_report']
+__all__ = ['log', 'REPORT_STYLE', 'save_figure', 'energy_figures', 'reach_by_planner', 'success_test', 'run_findings',
+           'html_table', 'video_source', 'episode_figure', 'episode_videos', 'run_summary', 'write_run_report']
 
 # %% ../nbs/20_plots.ipynb #67ceb3a9
 def save_figure(fig, path) -> list[Path]:
@@ -88,19 +89,161 @@ def energy_figures(E, grid_size: float = 0.075, nsamples: int = 5, true_action=N
                            hovertemplate=f"{name}<br>{at(xyz)}{extra}<extra></extra>")
     return slices, cube
 
-# %% ../nbs/20_plots.ipynb #694e7fc2
-def write_run_report(run: Path, results: dict, minutes: float) -> dict:
-    "Write `run/report.html` and `run/summary.json` from the stages' `results` (their summaries); the summary."
-    ev = results["train_ac"]
-    bars = go.Figure(layout=dict(title="held-out latent L1 (lower is better)", barmode="group", width=760, height=380))
-    bars.add_bar(name="one step", x=["model", "copy last frame", "model, shuffled actions"],
-                 y=[ev["val_l1_model_1step"], ev["val_l1_copy_last_1step"], ev["val_l1_shuffled_actions_1step"]])
-    bars.add_bar(name=f"rollout ({ev['rollout_horizon']} steps)", x=["model", "copy last frame"],
-                 y=[ev["val_l1_model_rollout"], ev["val_l1_copy_last_rollout"]])
-    curves = go.Figure(layout=dict(title="training losses", xaxis_title="step", yaxis_title="L1", width=760, height=380))
-    for name in ("pretrain", "train_ac"):
-        m = pd.read_parquet(run / name / "metrics.parquet")
-        curves.add_scatter(x=m.step, y=m.loss, name=f"{name} loss")
+# %% ../nbs/20_plots.ipynb #c0d40e6d
+import base64
+import html
+import json
+
+from .tasks import REACH_TOL
+
+# %% ../nbs/20_plots.ipynb #1035ba4e
+def reach_by_planner(planners: dict, episodes: pd.DataFrame | None, main: str) -> dict:
+    """Each planner's reach results, `main` (the session's own planner) first: episodes, successes, success rate, mean and
+    worst final distance in cm, seconds per action. The worst comes from the session's `episodes` table, where there is one."""
+    order = [main] + [name for name in planners if name != main] if main in planners else list(planners)
+    rows = {}
+    for name in order:
+        p, mine = planners[name], (episodes[episodes.planner == name] if episodes is not None else [])
+        n = len(mine) or int(p["episodes"])
+        rows[name] = dict(episodes=n, successes=int(mine.success.sum()) if len(mine) else round(p["success_rate"] * n),
+                          success_rate=p["success_rate"], mean_final_distance_cm=p["mean_final_distance_cm"],
+                          worst_final_distance_cm=float(mine.final_distance_cm.max()) if len(mine) else None,
+                          seconds_per_action=p["seconds_per_action"])
+    return rows
+
+# %% ../nbs/20_plots.ipynb #e991b36b
+def _world_model_findings(s: dict) -> list[str]:
+    gain, h = s["model_below_copy_last_1step"], s.get("rollout_horizon")
+    one_step = ("the goal (30% below) is met." if gain >= 0.3 else "short of the goal (30% below)." if gain > 0
+                else "worse than the baseline: the model predicts the next frame less well than copying the last one.")
+    rollout = "better than the baseline." if s["val_l1_model_rollout"] < s["val_l1_copy_last_rollout"] else "no better than the baseline."
+    rise = 100 * (s["val_l1_shuffled_actions_1step"] / s["val_l1_model_1step"] - 1)
+    actions = ("the model uses the actions." if rise >= 1 else "under 1%: the model hardly uses the actions.")
+    return [f"World model, one step: the action-conditioned predictor's held-out latent L1 is {s['val_l1_model_1step']:.4g}, "
+            f"{abs(100 * gain):.1f}% {'below' if gain >= 0 else 'above'} copying the last frame's {s['val_l1_copy_last_1step']:.4g}: {one_step}",
+            f"World model, rollout{f' over {h} steps' if h else ''}: its latent L1 is {s['val_l1_model_rollout']:.4g} against "
+            f"copying the last frame's {s['val_l1_copy_last_rollout']:.4g}: {rollout}",
+            f"Actions: shuffling the actions {'raises' if rise >= 0 else 'lowers'} the one-step L1 by {abs(rise):.3g}% "
+            f"({s['val_l1_shuffled_actions_1step']:.4g} against {s['val_l1_model_1step']:.4g} with the true ones): {actions}"]
+
+def _pretrain_findings(s: dict) -> list[str]:
+    first, final = s.get("pretrain_first_loss"), s["pretrain_final_loss"]
+    loss = (f"Pretraining: the loss {'fell' if final < first else 'did not fall'} from {first:.4g} to {final:.4g}." if first is not None
+            else f"Pretraining: the loss ended at {final:.4g}.")
+    p, r = s.get("probe_acc_pretrained"), s.get("probe_acc_random")
+    if p is None:
+        return [loss, "Probe: not run (pretrain's probe=false), so whether pretraining helps is untested here."]
+    versus = "equal to" if p == r else "above" if p > r else "below"
+    return [loss, f"Probe: the pretrained encoder's probe ({p:.2f}%) is {versus} the random-init encoder's ({r:.2f}%): "
+                  + ("pretraining helped." if p > r else "pretraining did not help here.")]
+
+def _energy_findings(s: dict) -> list[str]:
+    a, chance, pairs = s["argmin_within_one_cell"], s["chance_within_one_cell"], s.get("energy_pairs")
+    verdict = ("the goal is met." if a >= 0.9 else "short of the goal, though above chance." if a > chance
+               else "short of the goal, and no better than chance.")
+    return [f"Energy landscapes{f' on {pairs} held-out pairs' if pairs else ''}: the argmin is within one cell of the true action "
+            f"in {100 * a:.0f}% (goal 90%; a random guess: {100 * chance:.0f}%): {verdict}"]
+
+def success_test(task: str) -> str:
+    "What counts as a success at `task`, in words."
+    return f"final distance under {100 * REACH_TOL:g} cm" if task == "reach" else f"the {task} task's own test"
+
+def _reach_findings(s: dict) -> list[str]:
+    task, said = s.get("reach_task", "reach"), []
+    for i, (name, p) in enumerate(s["reach_by_planner"].items()):
+        worst = f", {p['worst_final_distance_cm']:.1f} cm at worst" if p["worst_final_distance_cm"] is not None else ""
+        said.append(f"{task.capitalize()} with the {name} planner{' (the headline planner)' if i == 0 else ''}: "
+                    f"{p['successes']}/{p['episodes']} episodes succeeded ({100 * p['success_rate']:.0f}%; goal 80%; "
+                    f"success: {success_test(task)}), " + ("the goal is met" if p["success_rate"] >= 0.8 else "short of the goal")
+                    + f"; final distance {p['mean_final_distance_cm']:.1f} cm on average{worst}; {p['seconds_per_action']:.3g} s per action.")
+    return said
+
+def run_findings(s: dict) -> list[str]:
+    """The run's results as plain sentences, one a result, from its summary (`summary.json`); a result that falls short
+    of its goal or its baseline says so."""
+    return ([f"{s['episodes']} simulated episodes were collected; the whole run took {s['minutes']:g} minutes."]
+            + _world_model_findings(s) + _pretrain_findings(s) + _energy_findings(s) + _reach_findings(s))
+
+# %% ../nbs/20_plots.ipynb #278ed7fa
+REPORT_STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; font-size: 16px; line-height: 1.5;
+       color: #222; max-width: 1100px; margin: 2em auto; padding: 0 1.5em; }
+h1 { font-size: 1.9em; margin-bottom: 0.2em; }
+h2 { font-size: 1.35em; margin-top: 2em; border-bottom: 1px solid #ccc; padding-bottom: 0.2em; }
+h3 { font-size: 1.1em; margin-top: 1.5em; }
+.subtitle { color: #555; margin-top: 0; }
+#summary { background: #f6f6f2; border: 1px solid #ddd; border-radius: 4px; padding: 0.4em 1.5em 0.6em; }
+#summary h2 { margin-top: 0.6em; }
+#summary li { margin: 0.3em 0; }
+table { border-collapse: collapse; margin: 0.8em 0 1.2em; font-size: 0.92em; }
+th, td { border: 1px solid #bbb; padding: 0.3em 0.65em; text-align: left; vertical-align: top; }
+th { background: #eee; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+code, table.keys td:nth-child(2) { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 0.9em; }
+figure.episode { display: inline-block; margin: 0 10px 14px 0; vertical-align: top; }
+.halves { display: flex; font-size: 0.8em; color: #444; }
+.halves span { flex: 1; text-align: center; border-bottom: 1px solid #bbb; }
+.halves span + span { border-left: 1px solid #bbb; }
+video { display: block; image-rendering: pixelated; }
+figcaption { font-size: 0.85em; line-height: 1.35; margin-top: 0.2em; }
+.success { color: #17702a; } .failure { color: #b00020; }
+"""
+
+def html_table(df: pd.DataFrame, headers: dict, formats: dict | None = None, css_class: str = "") -> str:
+    """The columns of `df` that `headers` names, as an HTML table under those headers: numbers right-aligned, to 3
+    significant digits unless `formats` (column: format spec) says otherwise; booleans as yes/no, missing values as -.
+    `css_class`: the table's class, for the stylesheet."""
+    formats = formats or {}
+    def cell(key, v):
+        if isinstance(v, (bool, np.bool_)):
+            return f"<td>{'yes' if v else 'no'}</td>"
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            return "<td class='num'>-</td>"
+        if isinstance(v, (int, float, np.integer, np.floating)):
+            return f"<td class='num'>{format(v, formats.get(key, 'd' if isinstance(v, (int, np.integer)) else '.3g'))}</td>"
+        return f"<td>{html.escape(str(v))}</td>"
+    keys = [k for k in headers if k in df.columns]
+    head = "".join(f"<th>{html.escape(headers[k])}</th>" for k in keys)
+    body = "".join("<tr>" + "".join(cell(k, row[k]) for k in keys) + "</tr>" for row in df[keys].astype(object).to_dict("records"))
+    return f"<table class='{css_class}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+# %% ../nbs/20_plots.ipynb #87aae0ed
+def video_source(path: Path, run: Path, embed: bool = False) -> str:
+    "The `src` of the video at `path`: its path relative to the report in `run`, or, with `embed`, the file itself as a data URI."
+    if embed:
+        return "data:video/mp4;base64," + base64.b64encode(Path(path).read_bytes()).decode()
+    return Path(path).relative_to(run).as_posix()
+
+def episode_figure(src: str, episode: dict, width: int = 256) -> str:
+    """One episode's video, its two halves labelled above it (the camera on the left, the goal on the right, as the session
+    records them), captioned with its task, seed, planner, success and final distance."""
+    outcome = "success" if episode["success"] else "failure"
+    caption = (f"{html.escape(str(episode['task']))}, seed {episode['seed']}, {html.escape(str(episode['planner']))} planner: "
+               f"<b class='{outcome}'>{outcome}</b>, final distance {episode['final_distance_cm']:.1f} cm")
+    return (f"<figure class='episode' style='width:{width}px'><div class='halves'><span>camera</span><span>goal</span></div>"
+            f"<video src='{src}' width='{width}' autoplay loop muted controls playsinline></video>"
+            f"<figcaption>{caption}</figcaption></figure>")
+
+def episode_videos(run: Path, episodes: pd.DataFrame, main: str, embed: bool = False) -> str:
+    """Every episode's video, planner by planner, under robot_session's names: `episode_<i>.mp4` for the session's own
+    planner `main`, `episode_<i>_<planner>.mp4` for the compared ones."""
+    parts = []
+    for name, rows in episodes.groupby("planner", sort=False):
+        figures = []
+        for episode in rows.to_dict("records"):
+            path = run / "robot_session" / f"episode_{episode['episode']:03d}{'' if name == main else f'_{name}'}.mp4"
+            if path.exists():
+                figures.append(episode_figure(video_source(path, run, embed), episode))
+        if figures:
+            parts.append(f"<h3>The {html.escape(str(name))} planner</h3>" + "".join(figures))
+    return "\n".join(parts)
+
+# %% ../nbs/20_plots.ipynb #a007bf3e
+def run_summary(run: Path, results: dict, minutes: float, episodes: pd.DataFrame | None = None) -> dict:
+    """The run's `summary.json`: the headline figures of the stages' `results` (their summaries) and, under `findings`,
+    those figures as plain sentences. Keys are added, never renamed: tools outside the project read them."""
+    ev, rs = results["train_ac"], results["robot_session"]
+    main = rs["planner"] if isinstance(rs["planner"], str) else "custom"          # robot_session's name for a dict of settings
     summary = {"run": str(run), "minutes": minutes,
                "val_l1_model_1step": ev["val_l1_model_1step"], "val_l1_copy_last_1step": ev["val_l1_copy_last_1step"],
                "val_l1_shuffled_actions_1step": ev["val_l1_shuffled_actions_1step"],
@@ -109,32 +252,117 @@ def write_run_report(run: Path, results: dict, minutes: float) -> dict:
                "episodes": results["collect_sim"]["episodes"], "pretrain_final_loss": results["pretrain"]["final_loss"],
                "probe_acc_pretrained": results["pretrain"].get("probe_acc_pretrained"),
                "probe_acc_random": results["pretrain"].get("probe_acc_random"),
-               "reach_success_rate": results["robot_session"]["success_rate"],
-               "reach_mean_final_distance_cm": results["robot_session"]["mean_final_distance_cm"],
-               "reach_seconds_per_action": results["robot_session"]["seconds_per_action"],
+               "reach_success_rate": rs["success_rate"], "reach_mean_final_distance_cm": rs["mean_final_distance_cm"],
+               "reach_seconds_per_action": rs["seconds_per_action"],
                "argmin_within_one_cell": results["eval_energy"]["argmin_within_one_cell"],
                "chance_within_one_cell": results["eval_energy"]["chance_within_one_cell"],
-               "planners": results["robot_session"]["planners"]}
-    planners = pd.DataFrame(results["robot_session"]["planners"]).T
-    videos = "".join(f"<figure style='display:inline-block;margin:4px'><video src='robot_session/{v.name}' width='256' autoplay loop muted controls></video>"
-                     f"<figcaption>{v.stem}</figcaption></figure>" for v in sorted((run / "robot_session").glob("episode_*.mp4")))
-    session = pd.read_csv(run / "robot_session" / "episodes.csv")
-    table = pd.DataFrame([(f"{s}: {k}", v) for s, r in results.items() for k, v in r.items() if isinstance(v, (int, float))
-                          and not isinstance(v, bool)], columns=["figure", "value"])
-    html = ["<html><head><meta charset='utf-8'><title>vjepa2wb run report</title></head><body>",
-            f"<h1>vjepa2wb run <code>{run.name}</code></h1>",
-            f"<p>{summary['episodes']} simulated episodes; the AC model's held-out one-step latent L1 is "
-            f"{abs(100 * summary['model_below_copy_last_1step']):.1f}% {'below' if summary['model_below_copy_last_1step'] >= 0 else 'above'} "
-            f"copy-last-frame (goal: 30% below). Total {summary['minutes']} minutes.</p>",
-            bars.to_html(full_html=False, include_plotlyjs=True), curves.to_html(full_html=False, include_plotlyjs=False),
-            f"<h2>Energy landscapes on held-out pairs: argmin within one cell of the true action in "
-            f"{100 * summary['argmin_within_one_cell']:.0f}% (goal 90%; a random guess: {100 * summary['chance_within_one_cell']:.0f}%)</h2>",
-            "<iframe src='eval_energy/landscape_slices.html' width='600' height='620' style='border:0'></iframe>",
-            f"<h2>Reach session on held-out seeds: {100 * summary['reach_success_rate']:.0f}% success (final distance under 4 cm; goal 80%)</h2>",
-            "<h3>Success against compute</h3>", planners.to_html(float_format=lambda v: f"{v:.3g}"),
-            "<h3>Every episode: the camera beside the goal</h3>", videos,
-            session.to_html(index=False, float_format=lambda v: f"{v:.3g}"),
-            table.to_html(index=False, float_format=lambda v: f"{v:.4g}"), "</body></html>"]
-    write_atomic(run / "report.html", "\n".join(html))
+               "planners": rs["planners"],
+               # added for the report
+               "rollout_horizon": ev.get("rollout_horizon"), "pretrain_first_loss": results["pretrain"].get("first_loss"),
+               "energy_pairs": results["eval_energy"].get("pairs"), "reach_planner": main,
+               "reach_task": str(episodes.task.iloc[0]) if episodes is not None and len(episodes) else "reach",
+               "reach_by_planner": reach_by_planner(rs["planners"], episodes, main)}
+    summary["findings"] = run_findings(summary)
+    return summary
+
+# %% ../nbs/20_plots.ipynb #bcb4f031
+def _world_model_section(run: Path, ev: dict) -> str:
+    h = ev["rollout_horizon"]
+    rows = pd.DataFrame([("trained predictor", ev["val_l1_model_1step"], ev["val_l1_model_rollout"]),
+                         ("copy the last frame (baseline)", ev["val_l1_copy_last_1step"], ev["val_l1_copy_last_rollout"]),
+                         ("trained predictor, actions shuffled", ev["val_l1_shuffled_actions_1step"], None),
+                         ("predictor before training", ev.get("init_val_l1_model_1step"), ev.get("init_val_l1_model_rollout"))],
+                        columns=["predictor", "one_step", "rollout"])
+    table = html_table(rows, {"predictor": "Predictor", "one_step": "One step: latent L1", "rollout": f"Rollout, {h} steps: latent L1"},
+                       {"one_step": ".4g", "rollout": ".4g"})
+    bars = go.Figure(layout=dict(title="held-out latent L1 (lower is better)", barmode="group", width=760, height=380,
+                                 yaxis_title="latent L1 (unitless)"))
+    bars.add_bar(name="one step", x=["model", "copy last frame", "model, shuffled actions"],
+                 y=[ev["val_l1_model_1step"], ev["val_l1_copy_last_1step"], ev["val_l1_shuffled_actions_1step"]])
+    bars.add_bar(name=f"rollout ({h} steps)", x=["model", "copy last frame"], y=[ev["val_l1_model_rollout"], ev["val_l1_copy_last_rollout"]])
+    curves = go.Figure(layout=dict(title="training losses", xaxis_title="step", yaxis_title="loss (L1)", width=760, height=380))
+    for name in ("pretrain", "train_ac"):
+        m = pd.read_parquet(run / name / "metrics.parquet")
+        curves.add_scatter(x=m.step, y=m.loss, name=f"{name} loss")
+    return ("<h2>World model: held-out latent error</h2>" + table + bars.to_html(full_html=False, include_plotlyjs=True)
+            + curves.to_html(full_html=False, include_plotlyjs=False))
+
+def _probe_section(pretrain: dict) -> str:
+    if pretrain.get("probe_acc_pretrained") is None:
+        return "<h2>Pretraining: linear probe</h2><p>Not run (pretrain's <code>probe=false</code>).</p>"
+    rows = pd.DataFrame([dict(encoder=label, motion=pretrain.get(f"probe_acc_motion_{name}"), mean=pretrain[f"probe_acc_{name}"],
+                              appearance=pretrain.get(f"probe_acc_appearance_{name}"))
+                         for label, name in (("pretrained", "pretrained"), ("random init", "random"))])
+    return ("<h2>Pretraining: linear probe on held-out synthetic clips</h2>"
+            + html_table(rows, {"encoder": "Encoder", "motion": "Motion task: accuracy (%)", "appearance": "Appearance task: accuracy (%)",
+                                "mean": "Mean accuracy (%)"}, dict.fromkeys(("motion", "appearance", "mean"), ".2f")))
+
+# %% ../nbs/20_plots.ipynb #4a27fdf2
+def _energy_section(run: Path, summary: dict, embed: bool) -> str:
+    head = (f"<h2>Energy landscapes on held-out pairs: the argmin within one cell of the true action in "
+            f"{100 * summary['argmin_within_one_cell']:.0f}% (goal 90%; a random guess: {100 * summary['chance_within_one_cell']:.0f}%)</h2>")
+    page = run / "eval_energy" / "landscape_slices.html"
+    if not page.exists():
+        return head
+    source = f"srcdoc='{html.escape(page.read_text())}'" if embed else f"src='{page.relative_to(run).as_posix()}'"
+    return head + f"<p>The first pair's landscape; slide through dz.</p><iframe {source} width='720' height='700' scrolling='no' style='border:0'></iframe>"
+
+def _reach_section(run: Path, summary: dict, episodes: pd.DataFrame | None, embed: bool) -> str:
+    by = pd.DataFrame([dict(planner=name, **p) for name, p in summary["reach_by_planner"].items()])
+    by["succeeded"] = by.successes.astype(str) + "/" + by.episodes.astype(str)
+    by["success_pct"] = 100 * by.success_rate
+    for k in ("gflop_per_action", "cem_iterations"):
+        by[k] = [summary["planners"][name].get(k) for name in by.planner]
+    ran = ", ".join(f"{name} the first {p['episodes']}" if i else f"{name} ran {p['episodes']} held-out seeds"
+                    for i, (name, p) in enumerate(summary["reach_by_planner"].items()))
+    headline = ", ".join(f"{name} {p['successes']}/{p['episodes']} ({100 * p['success_rate']:.0f}%)" for name, p in summary["reach_by_planner"].items())
+    parts = [f"<h2 id='reach'>{html.escape(summary['reach_task'].capitalize())} on held-out seeds: {html.escape(headline)}</h2>",
+             f"<p>{html.escape(ran)}; success: {success_test(summary['reach_task'])}.</p>",
+             html_table(by, {"planner": "Planner", "succeeded": "Successes / episodes", "success_pct": "Success (%)",
+                             "mean_final_distance_cm": "Mean final distance (cm)", "worst_final_distance_cm": "Worst final distance (cm)",
+                             "seconds_per_action": "Time per action (s)", "gflop_per_action": "Compute per action (GFLOP)",
+                             "cem_iterations": "CEM iterations per action"},
+                        {"success_pct": ".0f", "mean_final_distance_cm": ".1f", "worst_final_distance_cm": ".1f"})]
+    if episodes is not None:
+        parts += ["<h3>Every episode: the camera beside the goal</h3>", episode_videos(run, episodes, summary["reach_planner"], embed),
+                  html_table(episodes, {"planner": "Planner", "episode": "Episode", "seed": "Seed", "task": "Task", "success": "Success",
+                                        "final_distance_cm": "Final distance (cm)", "steps": "Actions", "seconds_per_action": "Time per action (s)",
+                                        "gflop_per_action": "Compute per action (GFLOP)", "cem_iterations": "CEM iterations per action"},
+                             {"final_distance_cm": ".1f"})]
+    return "\n".join(parts)
+
+def _settings_section(settings: dict) -> str:
+    rows = pd.DataFrame([dict(stage=stage, settings="; ".join(f"{k} = {json.dumps(v)}" for k, v in kw.items()))
+                         for stage, kw in settings.items()], columns=["stage", "settings"])
+    return "<h2>Settings</h2>" + html_table(rows, {"stage": "Stage", "settings": "Parameters set (the others are the stage notebook's defaults)"})
+
+def _figures_section(results: dict) -> str:
+    rows = pd.DataFrame([(stage, key, value) for stage, r in results.items() for key, value in r.items()
+                         if isinstance(value, (int, float)) and not isinstance(value, bool)], columns=["stage", "key", "value"])
+    return ("<h2>Appendix: every stage's figures</h2>"
+            + html_table(rows, {"stage": "Stage", "key": "Key in the stage's summary.json", "value": "Value"}, {"value": ".4g"}, "keys"))
+
+# %% ../nbs/20_plots.ipynb #694e7fc2
+def write_run_report(run: Path, results: dict, minutes: float, settings: dict | None = None, self_contained: bool = False) -> dict:
+    """Write `run/report.html` and `run/summary.json` from the stages' `results` (their summaries) and the files beside them;
+    the summary. `settings`, the stages' parameters, default to `run/config.json`. The report links its videos and the
+    energy landscape, beside it in `run`; `self_contained` embeds them, one file to send on."""
+    run = Path(run)
+    episodes = pd.read_csv(run / "robot_session" / "episodes.csv") if (run / "robot_session" / "episodes.csv").exists() else None
+    summary = run_summary(run, results, minutes, episodes)
+    if settings is None and (run / "config.json").exists():
+        settings = json.loads((run / "config.json").read_text())
+    findings = "".join(f"<li>{html.escape(f)}</li>" for f in summary["findings"])
+    page = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+            f"<title>vjepa2wb run report: {html.escape(run.name)}</title><style>{REPORT_STYLE}</style></head><body>",
+            f"<h1>vjepa2wb run report: <code>{html.escape(run.name)}</code></h1>",
+            f"<p class='subtitle'>Collect simulated episodes, pretrain an encoder, train the action-conditioned predictor, "
+            f"evaluate it, plan with it. {html.escape(str(run))}</p>",
+            f"<section id='summary'><h2>Summary</h2><ul>{findings}</ul></section>",
+            _settings_section(settings) if settings else "",
+            _world_model_section(run, results["train_ac"]), _probe_section(results["pretrain"]),
+            _energy_section(run, summary, self_contained), _reach_section(run, summary, episodes, self_contained),
+            _figures_section(results), "</body></html>"]
+    write_atomic(run / "report.html", "\n".join(page))
     write_json(run / "summary.json", summary)
     return summary
