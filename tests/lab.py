@@ -12,6 +12,7 @@ SHOTS = ROOT / "outputs" / "browser"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--no-first-run", "--disable-sync"]
 BUSY = ".jp-InputPrompt:has-text('[*]')"
+OPEN = ".jp-NotebookPanel:not(.lm-mod-hidden)"             # the notebook in view, not another tab's
 
 
 def chromium_or_skip() -> str:
@@ -59,7 +60,9 @@ class Lab:
         self.token, port = secrets.token_hex(16), _free_port()
         env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(state / "rt"), JUPYTERLAB_SETTINGS_DIR=str(state / "settings"),
                    JUPYTERLAB_WORKSPACES_DIR=str(state / "ws"), JUPYTER_CONFIG_DIR=str(state / "cfg"), **self.extra_env)
-        state.mkdir(parents=True, exist_ok=True)
+        settings = state / "settings" / "@jupyterlab" / "notebook-extension"
+        settings.mkdir(parents=True, exist_ok=True)       # every cell in the page, not only those scrolled into view
+        (settings / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
         self.log = state / "lab.log"
         self.proc = subprocess.Popen([str(Path(sys.executable).parent / "jupyter"), "lab", "--no-browser", "--allow-root",
                                       "--ip=127.0.0.1", f"--port={port}", f"--IdentityProvider.token={self.token}",
@@ -76,7 +79,7 @@ class Lab:
         raise RuntimeError(f"JupyterLab did not start: {self.log.read_text()[-2000:]}")
 
     def url(self, path: str) -> str:
-        return f"{self.base}/lab/tree/{path}?token={self.token}"
+        return f"{self.base}/lab/tree/{path}?token={self.token}&reset"     # reset: no tab of an earlier page comes back
 
     def __exit__(self, *exc):
         self.proc.terminate()
@@ -106,10 +109,10 @@ def open_and_run(page, url: str, shot: Path | None = None, timeout_s: float = 60
         except Exception:
             if shot is not None:
                 page.screenshot(path=str(shot.with_name(f"{shot.stem}_run_all_dropped_{attempt}.png")))
-    n = page.locator(".jp-CodeCell").count()
+    n = page.locator(f"{OPEN} .jp-CodeCell").count()
     try:       # done: the last code cell has a number, none is waiting
         page.wait_for_function(
-            f"() => {{ const p = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].map(e => e.textContent);"
+            f"() => {{ const p = [...document.querySelectorAll('{OPEN} .jp-CodeCell .jp-InputPrompt')].map(e => e.textContent);"
             f" return p.length === {n} && p.every(t => /\\[\\d+\\]/.test(t)) }}", timeout=timeout_s * 1000)
         page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
     except Exception:
@@ -152,11 +155,16 @@ def shot(page, name: str, full: bool = True) -> Path:
     return path
 
 
-def shot_output(page, name: str, index: int = -1) -> Path:
-    "A screenshot of one cell's outputs (the last by default): the notebook scrolls inside its panel, the page does not."
+def shot_output(page, name: str, index: int | None = None) -> Path:
+    """A screenshot of one cell's outputs (by default the last sizeable one): the notebook scrolls inside its panel,
+    the page does not."""
     SHOTS.mkdir(parents=True, exist_ok=True)
     path = SHOTS / f"{name}.png"
-    area = page.locator(".jp-Cell-outputArea").nth(index)
+    areas = page.locator(f"{OPEN} .jp-Cell-outputArea")
+    if index is None:
+        sizes = [(box or {}).get("height", 0) for box in (areas.nth(i).bounding_box() for i in range(areas.count()))]
+        index = max([i for i, h in enumerate(sizes) if h > 60], default=len(sizes) - 1)
+    area = areas.nth(index)
     area.scroll_into_view_if_needed()
     area.screenshot(path=str(path))
     return path
