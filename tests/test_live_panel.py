@@ -70,7 +70,7 @@ def test_stop_under_load_takes_effect_within_one_cem_iteration(tmp_path):
             page.wait_for_function(f"() => ({cem})() >= 2", timeout=120_000)
             t0, n0 = time.monotonic(), page.evaluate(cem)
             page.wait_for_function(f"() => ({cem})() >= {n0 + 2}", timeout=120_000)
-            per_iteration = (time.monotonic() - t0) / (page.evaluate(cem) - n0)      # under this load
+            per_iteration = (time.monotonic() - t0) / max(1, page.evaluate(cem) - n0)      # under this load
             clicked = time.monotonic()
             page.locator(".widget-button:has-text('STOP')").click()
             page.wait_for_selector("text=/stopped after [0-9]+ steps, [0-9]+ CEM iteration/", timeout=120_000)

@@ -336,13 +336,13 @@ def _show(w: SimpleNamespace, fig, event: str, lp: LivePlanner):
 def _connect(w: SimpleNamespace, fig, live: LivePlanner):
     "Wire the widgets to `live`: presets fill in settings, Set goal / Step / Run / Stop act, events redraw."
     def preset_changed(change):
-        s = planner_settings(change["new"])
-        w.samples.value, w.iterations.value = s.samples, s.iterations
+        live.set_planner(change["new"])
+        w.samples.value, w.iterations.value = live.planner.samples, live.planner.iterations
     def go(n: int):
         if live.goal_reps is None:
             w.status.value = "<span style='color:#b00'>Choose a goal first (Set goal).</span>"
             return
-        s = planner_settings(w.preset.value)
+        s = live.planner                      # the notebook's settings, or the preset chosen since
         live.set_planner(replace(s, samples=w.samples.value, iterations=w.iterations.value, topk=min(s.topk, w.samples.value)))
         w.step.disabled = w.run.disabled = True
         w.status.value = "planning..."
