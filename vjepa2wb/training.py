@@ -289,7 +289,8 @@ def run_processes(module: str, launch: Path, nproc: int):
             if failed := [r for r, c in enumerate(codes) if c not in (None, 0)]:
                 for p in procs: p.kill()
                 for t in pumps: t.join(5)
-                raise RuntimeError(f"process {failed[0]} of {nproc} failed (exit {codes[failed[0]]}):\n{''.join(tails[failed[0]])}")
+                raise RuntimeError("\n".join(f"process {r} of {nproc} failed (exit {codes[r]}):\n{''.join(tails[r])}"
+                                             for r in failed))
             time.sleep(0.1)
         for t in pumps: t.join()
     finally:
