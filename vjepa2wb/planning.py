@@ -15,8 +15,10 @@ from .pose import compute_new_pose
 from .world_model import MODES, NonFiniteError, encode_frames, imagine, require_finite, world_model_encoder
 
 # %% auto #0
-__all__ = ['PRESETS', 'energy', 'action_grid', 'energy_grid', 'grid_axis', 'landscape_argmin', 'draw_actions', 'rollout',
-           'Planner', 'planner_settings', 'cem_search', 'cem', 'plan_flops', 'Plan', 'plan_step', 'run_mpc']
+__all__ = ['GRIPPER_LIMIT', 'METHODS', 'PRESETS', 'METHOD_NAMES', 'energy', 'action_grid', 'energy_grid', 'grid_axis',
+           'landscape_argmin', 'to_actions', 'draw_actions', 'rollout', 'Planner', 'planner_settings', 'search_dims',
+           'Search', 'sample_search', 'search', 'cem_search', 'cem', 'plan_flops', 'colored_noise', 'gd_search', 'Plan',
+           'plan_step', 'run_mpc']
 
 # %% ../nbs/18_planning.ipynb #65c4468c
 def energy(reps: torch.Tensor, goal_reps: torch.Tensor) -> torch.Tensor:
@@ -68,13 +70,20 @@ def landscape_argmin(E, grid_size: float = 0.075, nsamples: int = 5, true_action
     return out
 
 # %% ../nbs/18_planning.ipynb #e8880d53
-def draw_actions(mean: torch.Tensor, std: torch.Tensor, samples: int, maxnorm: float) -> torch.Tensor:
-    "Clipped `[samples, horizon, 7]` actions from per-step Gaussians `mean`, `std` `[horizon, 4]` (the official draw order)."
-    steps = []
-    for m, s in zip(mean, std):
-        a = torch.randn(samples, 4, device=mean.device) * s + m
-        steps.append(torch.cat([a[:, :3].clamp(-maxnorm, maxnorm), a.new_zeros(samples, 3), a[:, 3:].clamp(-0.75, 0.75)], 1))
-    return torch.stack(steps, 1)
+GRIPPER_LIMIT = 0.75                     # the official clip of a gripper change per step
+
+def to_actions(x: torch.Tensor, maxnorm: float, maxyaw: float = 0.0) -> torch.Tensor:
+    "Clipped 7D actions `[..., 7]` from searched values `[..., 4]` (xyz, gripper) or `[..., 5]` (xyz, yaw, gripper)."
+    rotation = x.new_zeros(*x.shape[:-1], 3)
+    if x.shape[-1] == 5:
+        rotation = torch.cat([rotation[..., :2], x[..., 3:4].clamp(-maxyaw, maxyaw)], -1)
+    return torch.cat([x[..., :3].clamp(-maxnorm, maxnorm), rotation, x[..., -1:].clamp(-GRIPPER_LIMIT, GRIPPER_LIMIT)], -1)
+
+def draw_actions(mean: torch.Tensor, std: torch.Tensor, samples: int, maxnorm: float, maxyaw: float = 0.0) -> torch.Tensor:
+    "Clipped `[samples, horizon, 7]` actions from per-step Gaussians `mean`, `std` `[horizon, 4 or 5]` (the official draw order)."
+    return torch.stack([to_actions(torch.randn(samples, len(m), device=mean.device) * s + m, maxnorm, maxyaw)
+                        for m, s in zip(mean, std)], 1)
+
 
 # %% ../nbs/18_planning.ipynb #0d291134
 def _chunk_size(predictor, samples: int, device) -> int:
@@ -93,9 +102,11 @@ def rollout(predictor, context_reps: torch.Tensor, context_state: torch.Tensor, 
                       for a in actions.split(chunk)])
 
 # %% ../nbs/18_planning.ipynb #e8d1572c
+METHODS = ("cem", "mppi", "icem", "gd")
+
 @dataclass(frozen=True)
 class Planner:
-    "Every setting of a CEM search; the defaults are the `fast` preset."
+    "Every setting of a search; the defaults are the `fast` preset (CEM)."
     horizon: int = 1
     samples: int = 64
     iterations: int = 6
@@ -109,6 +120,14 @@ class Planner:
     chunk: int | None = None           # samples per rollout call; None: chosen for the device
     warm_start: bool = True            # start from the previous plan, shifted by one step
     tol: float = 0.05                  # early stop, relative to the first iteration's energy spread; 0: never
+    method: str = "cem"                # cem, mppi, icem or gd (see "Beyond CEM")
+    yaw: bool = False                  # also search the yaw turn (the official CEM searches xyz and the gripper)
+    maxyaw: float = 0.3                # radians per step, when `yaw`
+    temperature: float = 0.1           # mppi: the weights' temperature, relative to the iteration's energy range
+    noise_beta: float = 2.0            # icem: the noise's power falls as 1/f**beta over the horizon (0: white)
+    keep_elites: float = 0.3           # icem: the share of the elites carried to the next iteration and the next step
+    lr: float = 0.01                   # gd: Adam's step size (metres; radians for yaw)
+    init_iterations: int = 0           # gd: CEM iterations whose elites start the descent (0: from the warm start or zeros)
 
     def __post_init__(self):
         for name in ("horizon", "samples", "iterations", "topk"):
@@ -119,18 +138,31 @@ class Planner:
             raise ValueError(f"topk {self.topk} exceeds samples {self.samples}")
         if self.mode not in MODES:
             raise ValueError(f"Planner.mode must be one of {MODES}; got {self.mode!r}")
-        if not isinstance(self.warm_start, bool):
-            raise ValueError(f"Planner.warm_start must be a bool; got {self.warm_start!r}")
-        for name in ("momentum_mean", "momentum_std", "momentum_mean_gripper", "momentum_std_gripper", "maxnorm", "tol"):
+        if self.method not in METHODS:
+            raise ValueError(f"Planner.method must be one of {METHODS}; got {self.method!r}")
+        for name in ("warm_start", "yaw"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"Planner.{name} must be a bool; got {getattr(self, name)!r}")
+        if isinstance(self.init_iterations, bool) or not isinstance(self.init_iterations, int) or self.init_iterations < 0:
+            raise ValueError(f"Planner.init_iterations must be an int >= 0; got {self.init_iterations!r}")
+        for name in ("momentum_mean", "momentum_std", "momentum_mean_gripper", "momentum_std_gripper", "maxnorm", "tol",
+                     "maxyaw", "temperature", "noise_beta", "keep_elites", "lr"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
                 raise ValueError(f"Planner.{name} must be a number >= 0; got {v!r}")
+        if not (self.temperature > 0 and self.lr > 0 and self.keep_elites <= 1):
+            raise ValueError(f"Planner needs temperature > 0, lr > 0 and keep_elites <= 1; got {self.temperature}, {self.lr}, {self.keep_elites}")
 
 # %% ../nbs/18_planning.ipynb #f724eaab
 PRESETS = {
     "paper": Planner(samples=800, iterations=10, topk=10, warm_start=False, tol=0.0),
     "notebook": Planner(samples=100, iterations=20, topk=10, momentum_mean=0.25, momentum_std=0.95, warm_start=False, tol=0.0),
     "fast": Planner(),
+    # the same budget as fast, 384 sample rollouts per plan (a gradient step counts three: forward and backward)
+    "mppi": Planner(method="mppi"),
+    "icem": Planner(method="icem"),
+    "gd": Planner(method="gd", iterations=16, tol=0.0),
+    "cem_gd": Planner(method="gd", init_iterations=3, iterations=8, tol=0.0),
 }
 
 def planner_settings(planner) -> Planner:
@@ -148,44 +180,101 @@ def planner_settings(planner) -> Planner:
         raise ValueError(f"unknown planner settings {unknown}; known: {known}")
     return replace(PRESETS["fast"], **planner)
 
-# %% ../nbs/18_planning.ipynb #a80b7aed
-def _warm_mean(previous: torch.Tensor, horizon: int) -> torch.Tensor:
-    "The previous plan shifted by one step, its last step repeated, as `[horizon, 4]` (translation, gripper)."
-    prev = torch.as_tensor(previous).reshape(-1, 7)[:, [0, 1, 2, 6]].float()
-    shifted = prev[1:] if len(prev) > 1 else prev
-    idx = torch.arange(horizon).clamp(max=len(shifted) - 1)
-    return shifted[idx]
+# %% ../nbs/18_planning.ipynb #3c9ce430
+def search_dims(planner: Planner) -> list[int]:
+    "The action components a search varies: x, y, z, the yaw turn when `planner.yaw`, and the gripper."
+    return [0, 1, 2, 5, 6] if planner.yaw else [0, 1, 2, 6]
 
+def _warm_mean(previous: torch.Tensor, horizon: int, dims=(0, 1, 2, 6)) -> torch.Tensor:
+    "Plans `[..., H, 7]` shifted by one step, the last step repeated, as searched values `[..., horizon, len(dims)]`."
+    prev = torch.as_tensor(previous).reshape(-1, 7) if torch.as_tensor(previous).dim() < 3 else torch.as_tensor(previous)
+    prev = prev[..., list(dims)].float()
+    shifted = prev[..., 1:, :] if prev.shape[-2] > 1 else prev
+    return shifted[..., torch.arange(horizon).clamp(max=shifted.shape[-2] - 1), :]
+
+def _blend(new: torch.Tensor, old: torch.Tensor, planner: Planner, stat: str) -> torch.Tensor:
+    "`new` moved towards `old` by the momentum of `stat` (mean or std): translation and yaw share one, the gripper has its own."
+    m, m_gripper = getattr(planner, f"momentum_{stat}"), getattr(planner, f"momentum_{stat}_gripper")
+    k = torch.tensor([m] * (new.shape[-1] - 1) + [m_gripper], dtype=torch.float64)
+    return new * (1 - k).float().to(new.device) + old * k.float().to(new.device)
+
+def _finish(x: torch.Tensor, planner: Planner) -> torch.Tensor:
+    "The plan `[H, 7]` from searched values `[H, d]`, a gripper change below 0.25 rounded to 0 as the official CEM does."
+    grip = x[:, -1:]
+    return to_actions(torch.cat([x[:, :-1], torch.where(grip.abs() < 0.25, torch.zeros_like(grip), grip)], 1),
+                      planner.maxnorm, planner.maxyaw)
+
+METHOD_NAMES = {"cem": "CEM", "mppi": "MPPI", "icem": "iCEM", "gd": "GD"}
+
+def _energies(predictor, context_reps, context_state, goal_reps, actions, planner: Planner, i: int) -> torch.Tensor:
+    "The energies `[S]` of actions `[S, H, 7]`; a non-finite one is refused: top-k would still pick real-looking samples."
+    e = energy(rollout(predictor, context_reps, context_state, actions, planner.mode, planner.chunk), goal_reps)
+    return require_finite(f"the energies of {METHOD_NAMES[planner.method]} iteration {i} (the world model's predictions)", e)
+
+@dataclass
+class Search:
+    "What a search found: the plan, its best sequences (for the next step) and what it cost."
+    plan: torch.Tensor            # [horizon, 7]
+    elites: torch.Tensor          # [k, horizon, 7], best first
+    rollouts: int                 # sample rollouts run; a gradient step counts three (forward and backward)
+    iterations: int
+
+
+# %% ../nbs/18_planning.ipynb #cb653bc1
 @torch.no_grad()
-def cem_search(predictor, context_reps, context_state, goal_reps, planner: Planner, previous: torch.Tensor | None = None,
-               on_iteration=None) -> torch.Tensor:
-    """The `[horizon, 7]` plan that CEM with settings `planner` finds from `context_reps` `[1,P,D]` and state `[1,7]`
-    towards `goal_reps` `[1,P,D]`. `previous`, a plan, is the warm start when `planner.warm_start`;
-    `on_iteration(i, elite_energies)` is called after each iteration, and a true result stops the search.
-    A non-finite energy of any sample raises `NonFiniteError`: top-k would still pick real-looking samples."""
-    p, dev = planner, context_reps.device
-    H = p.horizon
-    warm = p.warm_start and previous is not None
-    mean = _warm_mean(previous, H).to(dev) if warm else torch.zeros(H, 4, device=dev)
-    std = torch.cat([torch.full((H, 3), p.maxnorm, device=dev), torch.ones(H, 1, device=dev)], 1)
+def sample_search(predictor, context_reps, context_state, goal_reps, planner: Planner, previous: torch.Tensor | None = None,
+                  on_iteration=None, kept: torch.Tensor | None = None) -> Search:
+    """CEM, MPPI or iCEM (`planner.method`) from `context_reps` `[1,P,D]` and state `[1,7]` towards `goal_reps` `[1,P,D]`.
+    `previous`, a plan, is the warm start when `planner.warm_start`; `kept`, the previous step's elites, seeds iCEM's;
+    `on_iteration(i, elite_energies)` is called after each iteration, and a true result stops the search."""
+    p, dev, H, dims = planner, context_reps.device, planner.horizon, search_dims(planner)
+    mean = _warm_mean(previous, H, dims).to(dev) if p.warm_start and previous is not None else torch.zeros(H, len(dims), device=dev)
+    std = torch.tensor([p.maxnorm] * 3 + [p.maxyaw] * p.yaw + [1.0], device=dev).expand(H, -1)
+    n_keep = max(1, round(p.keep_elites * p.topk)) if p.method == "icem" and p.keep_elites > 0 else 0
+    carried = _warm_mean(kept, H, dims)[:n_keep].to(dev) if n_keep and p.warm_start and kept is not None else None
+    rollouts, best_x, best_e = 0, None, None
     for i in range(p.iterations):
-        actions = draw_actions(mean, std, p.samples, p.maxnorm)
-        e = energy(rollout(predictor, context_reps, context_state, actions, p.mode, p.chunk), goal_reps)
-        require_finite(f"the energies of CEM iteration {i} (the world model's predictions)", e)
+        if p.method == "icem":          # coloured noise, the carried elites, and the mean itself in the last iteration
+            x = colored_noise(p.samples, H, len(dims), p.noise_beta, dev) * std + mean
+            x = torch.cat([x] + ([carried] if carried is not None else []) + ([mean[None]] if i == p.iterations - 1 else []))
+            actions = to_actions(x, p.maxnorm, p.maxyaw)
+        else:
+            actions = draw_actions(mean, std, p.samples, p.maxnorm, p.maxyaw)
+        e = _energies(predictor, context_reps, context_state, goal_reps, actions, p, i)
+        rollouts += len(actions)
         best = e.topk(p.topk, largest=False)
         if i == 0:
             scale = e.max() - e.min()            # how much the energy varies over the first search radius
-        elite = actions[best.indices]                                             # [topk, horizon, 7]
-        m, s = elite.mean(0), elite.std(0)
-        mean = torch.cat([m[:, :3] * (1 - p.momentum_mean) + mean[:, :3] * p.momentum_mean,
-                          m[:, -1:] * (1 - p.momentum_mean_gripper) + mean[:, -1:] * p.momentum_mean_gripper], 1)
-        std = torch.cat([s[:, :3] * (1 - p.momentum_std) + std[:, :3] * p.momentum_std,
-                         s[:, -1:] * (1 - p.momentum_std_gripper) + std[:, -1:] * p.momentum_std_gripper], 1)
+        x = actions[..., dims]
+        if p.method == "mppi":          # every sample, weighted by exp(-energy / temperature)
+            w = torch.softmax(-(e - e.min()) / (p.temperature * (e.max() - e.min()).clamp_min(1e-12)), 0)[:, None, None]
+            m = (w * x).sum(0)
+            s = (w * (x - m).square()).sum(0).sqrt()
+        else:                           # the top-k
+            m, s = x[best.indices].mean(0), x[best.indices].std(0)
+        mean, std = _blend(m, mean, p, "mean"), _blend(s, std, p, "std")
+        if n_keep:
+            carried = x[best.indices[:n_keep]]
+        if best_e is None or best.values[0] < best_e:
+            best_e, best_x = best.values[0], x[best.indices[0]]
         stop = on_iteration is not None and on_iteration(i, best.values)
         if stop or (p.tol > 0 and best.values.max() - best.values.min() <= p.tol * scale):
             break
-    gripper = torch.where(mean[:, -1:].abs() < 0.25, torch.zeros_like(mean[:, -1:]), mean[:, -1:])
-    return torch.cat([mean[:, :3], torch.zeros(H, 3, device=dev), gripper], 1)
+    plan = _finish(best_x if p.method == "icem" else mean, p)       # iCEM acts on the best sequence it saw
+    return Search(plan, actions[best.indices], rollouts, i + 1)
+
+def search(predictor, context_reps, context_state, goal_reps, planner: Planner, previous: torch.Tensor | None = None,
+           on_iteration=None, kept: torch.Tensor | None = None) -> Search:
+    "The search `planner.method` names: `sample_search` for cem, mppi and icem, `gd_search` (below) for gd."
+    return (gd_search if planner.method == "gd" else sample_search)(predictor, context_reps, context_state, goal_reps,
+                                                                    planner, previous, on_iteration, kept)
+
+def cem_search(predictor, context_reps, context_state, goal_reps, planner: Planner, previous: torch.Tensor | None = None,
+               on_iteration=None) -> torch.Tensor:
+    """The `[horizon, 7]` plan of `search` with settings `planner` (CEM by default). A non-finite energy of any
+    sample raises `NonFiniteError`."""
+    return search(predictor, context_reps, context_state, goal_reps, planner, previous, on_iteration).plan
+
 
 # %% ../nbs/18_planning.ipynb #ce6a20a3
 def cem(wm, context_reps, context_state, goal_reps, horizon: int = 1, samples: int = 100, iterations: int = 100,
@@ -212,6 +301,57 @@ def plan_flops(cfg, horizon: int, samples: int, iterations: int, mode: str = "fa
         total += frames * (N * L * (per_layer_token + 4 * W * keys) + per_frame)
     return float(samples * iterations * total)
 
+# %% ../nbs/18_planning.ipynb #335ef356
+def colored_noise(samples: int, horizon: int, dims: int, beta: float, device=None) -> torch.Tensor:
+    "Unit-variance Gaussian noise `[samples, horizon, dims]` whose power falls as 1/f**beta over the horizon (0: white)."
+    f = torch.fft.rfftfreq(horizon, device=device).clamp_min(1 / horizon)        # the constant term gets the lowest frequency's
+    gain = f ** (-beta / 2)
+    white = torch.fft.rfft(torch.randn(samples, dims, horizon, device=device))
+    x = torch.fft.irfft(white * gain, n=horizon)
+    full = torch.fft.fftfreq(horizon, device=device).abs().clamp_min(1 / horizon) ** (-beta / 2)
+    return (x / full.square().mean().sqrt()).transpose(1, 2)                      # each step has variance 1
+
+
+# %% ../nbs/18_planning.ipynb #d9d38c41
+def gd_search(predictor, context_reps, context_state, goal_reps, planner: Planner, previous: torch.Tensor | None = None,
+              on_iteration=None, kept: torch.Tensor | None = None) -> Search:
+    """Adam on `planner.topk` action sequences through the predictor, each step projected into the action limits;
+    started by `planner.init_iterations` of CEM, else from the warm start (or zeros) and draws around it."""
+    p, dev, H, dims = planner, context_reps.device, planner.horizon, search_dims(planner)
+    limit = torch.tensor([p.maxnorm] * 3 + [p.maxyaw] * p.yaw + [GRIPPER_LIMIT], device=dev)
+    rollouts = 0
+    if p.init_iterations:
+        start = sample_search(predictor, context_reps, context_state, goal_reps, replace(p, method="cem", iterations=p.init_iterations,
+                              tol=0.0), previous)
+        x = torch.cat([start.plan[None, :, dims], start.elites[:p.topk - 1, :, dims]])
+        rollouts = start.rollouts
+    else:
+        mean = _warm_mean(previous, H, dims).to(dev) if p.warm_start and previous is not None else torch.zeros(H, len(dims), device=dev)
+        x = torch.cat([mean[None], mean + torch.randn(p.topk - 1, H, len(dims), device=dev) * limit / 2])
+    x = torch.maximum(torch.minimum(x, limit), -limit).requires_grad_(True)
+    opt = torch.optim.Adam([x], lr=p.lr)
+    best_x, best_e = x.detach().clone(), torch.full((len(x),), float("inf"), device=dev)
+    K, (_, P, D) = len(x), context_reps.shape
+    for i in range(p.iterations):
+        with torch.enable_grad():
+            acts = to_actions(x, p.maxnorm, p.maxyaw)
+            e = energy(imagine(predictor, context_reps.expand(K, P, D), context_state.reshape(1, 7).expand(K, 7), acts, p.mode)[:, -1],
+                       goal_reps)
+            require_finite(f"the energies of GD iteration {i} (the world model's predictions)", e.detach())
+            x.grad, = torch.autograd.grad(e.sum(), x)               # the actions' gradient only, never the weights'
+        require_finite(f"the energy's gradient in GD iteration {i}", x.grad)
+        rollouts += 3 * K
+        with torch.no_grad():
+            better = e < best_e
+            best_e, best_x[better] = torch.where(better, e, best_e), x[better]
+            opt.step()
+            x.copy_(torch.maximum(torch.minimum(x, limit), -limit))
+        if on_iteration is not None and on_iteration(i, best_e.sort().values):
+            break
+    order = best_e.argsort()
+    return Search(_finish(best_x[order[0]], p), to_actions(best_x[order], p.maxnorm, p.maxyaw), rollouts, p.init_iterations + i + 1)
+
+
 # %% ../nbs/18_planning.ipynb #36230ad1
 @dataclass
 class Plan:
@@ -219,10 +359,11 @@ class Plan:
     action: torch.Tensor          # [7], the first step of the plan
     actions: torch.Tensor         # [horizon, 7]
     energy: float                 # the predicted energy after `action`
-    iterations: int               # CEM iterations run (early stop or Stop may cut them)
+    iterations: int               # search iterations run (early stop or Stop may cut them)
     flops: float                  # AC-predictor FLOPs spent
     seconds: float
     elite_energies: list          # the mean elite energy after each iteration
+    elites: torch.Tensor | None = None     # [k, horizon, 7], the search's best sequences (iCEM carries them on)
 
 # %% ../nbs/18_planning.ipynb #36146172
 @torch.no_grad()
@@ -240,13 +381,15 @@ def plan_step(wm, frame, state, goal_reps, planner="fast", crop=None, previous: 
     def hook(i, elite):
         curve.append(elite.mean().item())
         return on_iteration is not None and on_iteration(i, elite)
-    plan = cem_search(wm.ac_predictor, reps, state, goal_reps, planner, None if previous is None else previous.actions, hook)
+    found = search(wm.ac_predictor, reps, state, goal_reps, planner, None if previous is None else previous.actions, hook,
+                   None if previous is None else previous.elites)
+    plan = found.plan
     after = imagine(wm.ac_predictor, reps, state, plan[None, :1], "reference")[:, -1]
     require_finite("the planned action", plan[0])
     require_finite("the state the action leads to", compute_new_pose(state[0].double(), plan[0].double()))
     after_energy = require_finite("the predicted energy after the action", energy(after, goal_reps)).item()
-    flops = plan_flops(wm.ac_predictor.cfg, planner.horizon, planner.samples, len(curve), planner.mode)
-    return Plan(plan[0].cpu(), plan.cpu(), after_energy, len(curve), flops, time.perf_counter() - t, curve)
+    flops = plan_flops(wm.ac_predictor.cfg, planner.horizon, 1, 1, planner.mode) * found.rollouts
+    return Plan(plan[0].cpu(), plan.cpu(), after_energy, len(curve), flops, time.perf_counter() - t, curve, found.elites.cpu())
 
 # %% ../nbs/18_planning.ipynb #98795854
 def run_mpc(arm, wm, obs, goal_frames: list, planner="fast", max_steps: int = 20, energy_threshold: float = 0.0,
