@@ -9,16 +9,17 @@ import time
 from dataclasses import dataclass, fields, replace
 
 import numpy as np
+import pandas as pd
 import torch
 
-from .pose import compute_new_pose
+from .pose import compute_new_pose, poses_to_diffs
 from .world_model import MODES, NonFiniteError, encode_frames, imagine, require_finite, world_model_encoder
 
 # %% auto #0
-__all__ = ['GRIPPER_LIMIT', 'METHODS', 'PRESETS', 'METHOD_NAMES', 'energy', 'action_grid', 'energy_grid', 'grid_axis',
-           'landscape_argmin', 'to_actions', 'draw_actions', 'rollout', 'Planner', 'planner_settings', 'search_dims',
-           'Search', 'sample_search', 'search', 'cem_search', 'cem', 'plan_flops', 'colored_noise', 'gd_search', 'Plan',
-           'plan_step', 'run_mpc']
+__all__ = ['GRIPPER_LIMIT', 'METHODS', 'PRESETS', 'METHOD_NAMES', 'energy', 'action_grid', 'action_plane', 'action_energies',
+           'energy_grid', 'grid_axis', 'landscape_argmin', 'path_energies', 'to_actions', 'draw_actions', 'rollout',
+           'Planner', 'planner_settings', 'search_dims', 'Search', 'sample_search', 'search', 'cem_search', 'cem',
+           'plan_flops', 'colored_noise', 'gd_search', 'Plan', 'plan_step', 'run_mpc']
 
 # %% ../nbs/18_planning.ipynb #65c4468c
 def energy(reps: torch.Tensor, goal_reps: torch.Tensor) -> torch.Tensor:
@@ -32,22 +33,44 @@ def action_grid(grid_size: float = 0.075, nsamples: int = 5, device=None) -> tor
     xyz = torch.cartesian_prod(v, v, v)
     return torch.cat([xyz, torch.zeros(len(xyz), 4, dtype=torch.float64)], 1).float().to(device)
 
+def action_plane(axes=(2, 6), halfwidths=(0.075, 0.75), nsamples=(7, 7), base=None) -> torch.Tensor:
+    "`[n0*n1, 7]` one-step actions varying components `axes` over ±`halfwidths` (the first outermost), the rest from `base` (0)."
+    a, b = (torch.linspace(-h, h, n, dtype=torch.float64) for h, n in zip(halfwidths, nsamples))
+    out = torch.zeros(len(a) * len(b), 7, dtype=torch.float64) + (0 if base is None else torch.as_tensor(base, dtype=torch.float64))
+    out[:, list(axes)] = torch.cartesian_prod(a, b)
+    return out.float()
+
+
 # %% ../nbs/18_planning.ipynb #b8fca367
-@torch.no_grad()
-def energy_grid(wm, frames, states, grid_size: float = 0.075, nsamples: int = 5, crop_size=None) -> torch.Tensor:
-    "Energies `[nsamples**3]` of one-step translations from `frames[0]` towards `frames[1]` (uint8 `[2,H,W,3]`)."
-    encoder = world_model_encoder(wm)
+def _check_pair(frames, states):
     frames = torch.as_tensor(frames)
     if frames.dim() != 4 or frames.shape[0] != 2:
         raise ValueError(f"frames must be uint8 [2, H, W, 3] (current, goal); got {tuple(frames.shape)}")
     states = torch.as_tensor(states, dtype=torch.float32).reshape(-1, 7)
     if states.shape[0] != 2 or not torch.isfinite(states).all():
         raise ValueError(f"states must be finite [2, 7] or [1, 2, 7]; got {tuple(states.shape)}")
+    return frames, states
+
+def _one_step_energies(predictor, reps, state, goal_reps, actions) -> torch.Tensor:
+    "Energies `[N]` of one-step actions `[N, 7]` from tokens `[1, P, D]` and state `[7]` towards `goal_reps` `[1, P, D]`."
+    actions = require_finite("the actions", torch.as_tensor(actions, dtype=torch.float32).reshape(-1, 7)).to(reps.device)
+    n = len(actions)
+    pred = imagine(predictor, reps.expand(n, -1, -1), state.reshape(1, 7).to(reps.device).expand(n, 7), actions[:, None], "reference")
+    return energy(pred[:, -1], goal_reps)
+
+@torch.no_grad()
+def action_energies(wm, frames, states, actions, crop_size=None) -> torch.Tensor:
+    "Energies `[N]` of one-step actions `[N, 7]` from `frames[0]` towards `frames[1]` (uint8 `[2,H,W,3]`), from `states[0]`."
+    encoder = world_model_encoder(wm)
+    frames, states = _check_pair(frames, states)
     reps = encode_frames(encoder, frames, crop_size or encoder.cfg.img_size)           # [2, P, D]
-    grid = action_grid(grid_size, nsamples, reps.device)
-    n = len(grid)
-    pred = imagine(wm.ac_predictor, reps[:1].expand(n, -1, -1), states[:1].to(reps.device).expand(n, 7), grid[:, None], "reference")
-    return energy(pred[:, -1], reps[1:])
+    return _one_step_energies(wm.ac_predictor, reps[:1], states[0], reps[1:], actions)
+
+def energy_grid(wm, frames, states, grid_size: float = 0.075, nsamples: int = 5, crop_size=None) -> torch.Tensor:
+    "Energies `[nsamples**3]` of one-step translations from `frames[0]` towards `frames[1]` (uint8 `[2,H,W,3]`)."
+    world_model_encoder(wm)
+    return action_energies(wm, frames, states, action_grid(grid_size, nsamples), crop_size)
+
 
 # %% ../nbs/18_planning.ipynb #d202184e
 def grid_axis(grid_size: float = 0.075, nsamples: int = 5) -> torch.Tensor:
@@ -68,6 +91,26 @@ def landscape_argmin(E, grid_size: float = 0.075, nsamples: int = 5, true_action
         nearest = ((true + grid_size) / cell).round().clamp(0, nsamples - 1).long()   # the true action's grid cell
         out.update(cells_off=int((idx - nearest).abs().max()), distance_cm=float((axis[idx] - true).norm() * 100))
     return out
+
+# %% ../nbs/18_planning.ipynb #60033be7
+@torch.no_grad()
+def path_energies(wm, frames, states, grid_size: float = 0.05, nsamples: int = 5, goal_frame=None, crop_size=None) -> pd.DataFrame:
+    """Per step of a path (uint8 `frames` `[T,H,W,3]`, `states` `[T,7]`) towards its last frame (or `goal_frame`): the energy of
+    the demonstrated action, of standing still and of the best grid translation, and the demonstration's rank (0: lowest)."""
+    encoder = world_model_encoder(wm)
+    frames, states = torch.as_tensor(frames), torch.as_tensor(states, dtype=torch.float64)
+    if frames.dim() != 4 or len(frames) < 2 or states.shape != (len(frames), 7) or not torch.isfinite(states).all():
+        raise ValueError(f"a path needs uint8 frames [T, H, W, 3] (T >= 2) and finite states [T, 7]; got {tuple(frames.shape)}, {tuple(states.shape)}")
+    reps = encode_frames(encoder, frames, crop_size or encoder.cfg.img_size)                # [T, P, D]
+    goal = reps[-1:] if goal_frame is None else encode_frames(encoder, torch.as_tensor(goal_frame)[None], crop_size or encoder.cfg.img_size)
+    taken, grid, rows = poses_to_diffs(states).float(), action_grid(grid_size, nsamples), []
+    for t, a in enumerate(taken):
+        around = grid + torch.cat([torch.zeros(3), a[3:]])                                   # the demonstration's turn and gripper
+        e = _one_step_energies(wm.ac_predictor, reps[t:t + 1], states[t].float(), goal, torch.cat([a[None], torch.zeros(1, 7), around]))
+        rows.append(dict(step=t, demonstrated=e[0].item(), still=e[1].item(), best_grid=e[2:].min().item(),
+                         demonstrated_rank=int((e[1:] < e[0]).sum()), candidates=len(e), gripper_action=a[6].item()))
+    return pd.DataFrame(rows)
+
 
 # %% ../nbs/18_planning.ipynb #e8880d53
 GRIPPER_LIMIT = 0.75                     # the official clip of a gripper change per step
