@@ -18,8 +18,8 @@ from .world_model import MODES, NonFiniteError, encode_frames, imagine, require_
 # %% auto #0
 __all__ = ['GRIPPER_LIMIT', 'METHODS', 'PRESETS', 'METHOD_NAMES', 'energy', 'action_grid', 'action_plane', 'action_energies',
            'energy_grid', 'grid_axis', 'landscape_argmin', 'path_energies', 'to_actions', 'draw_actions', 'rollout',
-           'Planner', 'planner_settings', 'search_dims', 'Search', 'sample_search', 'search', 'cem_search', 'cem',
-           'plan_flops', 'colored_noise', 'gd_search', 'Plan', 'plan_step', 'run_mpc']
+           'Planner', 'planner_settings', 'at_budget', 'search_dims', 'Search', 'sample_search', 'search', 'cem_search',
+           'cem', 'plan_flops', 'colored_noise', 'gd_search', 'Plan', 'plan_step', 'run_mpc']
 
 # %% ../nbs/18_planning.ipynb #65c4468c
 def energy(reps: torch.Tensor, goal_reps: torch.Tensor) -> torch.Tensor:
@@ -222,6 +222,19 @@ def planner_settings(planner) -> Planner:
     if unknown := sorted(set(planner) - set(known)):
         raise ValueError(f"unknown planner settings {unknown}; known: {known}")
     return replace(PRESETS["fast"], **planner)
+
+# %% ../nbs/18_planning.ipynb #c808fd7c
+def at_budget(planner, factor: float) -> Planner:
+    "`planner` (a preset name, dict or `Planner`) with its compute per plan scaled by `factor`: samples, or gd's iterations."
+    p = planner_settings(planner)
+    if not factor > 0:
+        raise ValueError(f"a budget factor must be > 0; got {factor!r}")
+    if p.method == "gd":
+        return replace(p, iterations=max(1, round(p.iterations * factor)),
+                       init_iterations=max(1, round(p.init_iterations * factor)) if p.init_iterations else 0)
+    samples = max(2, round(p.samples * factor))
+    return replace(p, samples=samples, topk=min(samples, max(2, round(p.topk * factor))))
+
 
 # %% ../nbs/18_planning.ipynb #3c9ce430
 def search_dims(planner: Planner) -> list[int]:
