@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from .collect import write_recording
 from .data import write_video
@@ -19,7 +20,7 @@ from .planning import run_mpc
 from .tasks import goal_distance_cm, make_task, sim_only, success
 
 # %% auto #0
-__all__ = ['run_episodes']
+__all__ = ['run_episodes', 'wilson_interval', 'success_table']
 
 # %% ../nbs/19a_sessions.ipynb #8ce85c6b
 def run_episodes(arm, wm, task: str, seeds: list, planner, out, name: str = "main", tag: str = "", max_steps: int = 8,
@@ -62,3 +63,22 @@ def run_episodes(arm, wm, task: str, seeds: list, planner, out, name: str = "mai
                                     {"task": task, "seed": seed, "planner": name, "success": ok}), out / "episodes", recorded)
             recorded += 1
     return rows, energies
+
+# %% ../nbs/19a_sessions.ipynb #fcd02c4d
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    "The Wilson score interval (95% by default) of a success rate of `successes` out of `n`."
+    if n < 1 or not 0 <= successes <= n:
+        raise ValueError(f"a success rate needs 0 <= successes <= n and n >= 1; got {successes} of {n}")
+    p, z2 = successes / n, z * z
+    centre, half = (p + z2 / (2 * n)) / (1 + z2 / n), z * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+def success_table(rows, by) -> pd.DataFrame:
+    "Episode rows (a DataFrame or dicts with success, final_distance_cm, seconds_per_action, gflop_per_action) summed up per `by`."
+    g = pd.DataFrame(rows).groupby(by, sort=False)
+    t = g.agg(episodes=("success", "size"), successes=("success", "sum"), success_rate=("success", "mean"),
+              mean_final_distance_cm=("final_distance_cm", "mean"), steps=("steps", "mean"),
+              seconds_per_action=("seconds_per_action", "mean"), gflop_per_action=("gflop_per_action", "mean")).reset_index()
+    t[["success_low", "success_high"]] = [wilson_interval(int(s), int(n)) for s, n in zip(t.successes, t.episodes)]
+    return t
+
