@@ -223,7 +223,7 @@ def planner_settings(planner) -> Planner:
         raise ValueError(f"unknown planner settings {unknown}; known: {known}")
     return replace(PRESETS["fast"], **planner)
 
-# %% ../nbs/18_planning.ipynb #c808fd7c
+# %% ../nbs/18_planning.ipynb #3d84990d
 def at_budget(planner, factor: float) -> Planner:
     "`planner` (a preset name, dict or `Planner`) with its compute per plan scaled by `factor`: samples, or gd's iterations."
     p = planner_settings(planner)

@@ -64,7 +64,7 @@ def run_episodes(arm, wm, task: str, seeds: list, planner, out, name: str = "mai
             recorded += 1
     return rows, energies
 
-# %% ../nbs/19a_sessions.ipynb #fcd02c4d
+# %% ../nbs/19a_sessions.ipynb #aa5ef59e
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     "The Wilson score interval (95% by default) of a success rate of `successes` out of `n`."
     if n < 1 or not 0 <= successes <= n:
