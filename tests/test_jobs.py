@@ -109,15 +109,24 @@ def test_pipeline_end_to_end_tiny(tmp_path):
                       "pretrain: {encoder: {depth: 2}, predictor: {pred_depth: 1}, frames: 4, steps: 4, batch_size: 4, checkpoint_every: 4, probe: false}\n"
                       "train_ac: {frames: 4, predictor: {pred_depth: 1}, steps: 6, batch_size: 4, checkpoint_every: 6}\n"
                       "eval_energy: {episodes: 1, pairs: 3}\n"
-                      "robot_session: {episodes: 1, max_steps: 2, planner: {samples: 8, iterations: 1, topk: 2}, compare: []}\n")
+                      "robot_session: {episodes: 1, max_steps: 2, planner: {samples: 8, iterations: 1, topk: 2}, compare: []}\n"
+                      "robot_session_grasp: {episodes: 1, max_steps: 2, planner: {samples: 8, iterations: 1, topk: 2}}\n")
     out = tmp_path / "run"
     run("pipeline.ipynb", tmp_path, run_id="test", params_file=str(params), output_root=str(out))
     summary = json.loads((out / "summary.json").read_text())
     for key in ("val_l1_model_1step", "val_l1_copy_last_1step", "val_l1_shuffled_actions_1step", "model_below_copy_last_1step"):
         assert key in summary, key
     assert (out / "report.html").stat().st_size > 10_000
-    assert 0 <= summary["reach_success_rate"] <= 1 and 0 <= summary["argmin_within_one_cell"] <= 1
-    for stage in ("collect_sim", "pretrain", "train_ac", "eval_energy", "robot_session"):
+    # seed 1000, each task: the oracle succeeds, the still arm does not, and the rates are the episodes' own
+    for task, stage in (("reach", "robot_session"), ("grasp", "robot_session_grasp")):
+        episodes = pd.read_csv(out / stage / "episodes.csv").set_index("planner")
+        assert list(episodes.index) == ["custom", "oracle", "random", "still"] and set(episodes.seed) == {1000}, episodes
+        assert episodes.loc["oracle", "success"] and not episodes.loc["still", "success"], episodes
+        assert summary[f"success_rate_{task}"] == float(episodes.loc["custom", "success"])
+        assert summary[f"mean_final_distance_cm_{task}"] == pytest.approx(episodes.loc["custom", "final_distance_cm"])
+        assert [r["planner"] for r in summary["success_by_task"][task]] == ["custom", "oracle", "random", "still"]
+    assert summary["reach_success_rate"] == summary["success_rate_reach"]
+    for stage in ("collect_sim", "pretrain", "train_ac", "eval_energy", "robot_session", "robot_session_grasp"):
         assert (out / f"{stage}.ipynb").exists() and (out / stage / "summary.json").exists()
     # the rollout explorer runs on that model
     ckpt = json.loads((out / "train_ac" / "summary.json").read_text())["checkpoint"]
@@ -127,7 +136,7 @@ def test_pipeline_end_to_end_tiny(tmp_path):
     first_steps = (out / "robot_session" / "steps.jsonl").read_text()
     run("pipeline.ipynb", tmp_path, run_id="test", params_file=str(params), output_root=str(out))
     kept = {p.name.rsplit("-", 2)[0]: p for p in (out / "previous").iterdir()}
-    assert set(kept) == {"pretrain", "train_ac", "eval_energy", "robot_session"}
+    assert set(kept) == {"pretrain", "train_ac", "eval_energy", "robot_session", "robot_session_grasp"}
     assert (kept["robot_session"] / "steps.jsonl").read_text() == first_steps
     again = (out / "robot_session" / "steps.jsonl").read_text().splitlines()
     assert len(again) == len(first_steps.splitlines()) and all(json.loads(l)["step"] < 2 for l in again)   # a fresh log

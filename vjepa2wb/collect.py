@@ -35,15 +35,21 @@ def exploration_actions(seed: int, steps: int = 24, scale: float = 0.03) -> np.n
     return np.array(out)
 
 # %% ../nbs/16_collect.ipynb #e061e8dd
-def record_episode(arm: SimArm, seed: int, demo: bool, explore_steps: int = 24) -> Episode:
-    "One episode: a scripted demonstration of task `TASKS[seed % 4]`, or exploration."
+def record_episode(arm: SimArm, seed: int, demo: bool, explore_steps: int = 24, demo_tasks=TASKS, demo_noise: float = 0.0,
+                   near_miss: float = 0.0) -> Episode:
+    """One episode: a scripted demonstration of task `demo_tasks[seed % len(demo_tasks)]` (its steps noisy by `demo_noise`
+    metres, its grasp 2 to 4 cm off the cube with probability `near_miss`), or exploration."""
     if demo:
-        task = make_task(arm, TASKS[seed % len(TASKS)], seed)
+        task = make_task(arm, demo_tasks[seed % len(demo_tasks)], seed)
         obs = arm.reset(seed)
+        rng = np.random.default_rng([seed, 3])
+        missed = bool(rng.random() < near_miss)
+        angle, radius = rng.uniform(0, 2 * np.pi), rng.uniform(0.02, 0.04)
+        miss = (radius * np.cos(angle), radius * np.sin(angle)) if missed else (0.0, 0.0)
         frames, states, actions = [obs.frame], [obs.state], []
-        for obs, a in scripted_episode(task, arm):
+        for obs, a in scripted_episode(task, arm, noise=demo_noise, miss=miss, rng=rng):
             actions.append(a); frames.append(obs.frame); states.append(obs.state)
-        meta = {"task": task.name, "seed": seed, "kind": "demo", "success": success(task, arm)}
+        meta = {"task": task.name, "seed": seed, "kind": "demo", "success": success(task, arm), "near_miss": missed}
     else:
         obs = arm.reset(seed)
         frames, states, actions = [obs.frame], [obs.state], []
@@ -60,10 +66,10 @@ _worker_arm = None
 def _record_in_worker(job: tuple) -> Episode:
     "Record one episode in a worker process, on that worker's own sim arm."
     global _worker_arm
-    size, ep_seed, demo = job
+    size, ep_seed, demo, variety = job
     if _worker_arm is None:
         _worker_arm = SimArm(width=size, height=size)
-    return record_episode(_worker_arm, ep_seed, demo)
+    return record_episode(_worker_arm, ep_seed, demo, **variety)
 
 def write_recording(ep: Episode, out, i: int, lerobot_version: str = "v2.1"):
     "Episode `i` into `out/droid` and `out/lerobot` (the same recording in both layouts, which `find_episodes` reads once)."
@@ -74,27 +80,38 @@ def write_recording(ep: Episode, out, i: int, lerobot_version: str = "v2.1"):
     write_lerobot(ep, out / "lerobot", task=ep.meta.get("task", "session"), version=lerobot_version)
 
 def collect(output_dir, episodes: int, seed: int = 0, size: int = 256, progress: bool = True, workers: int = 1,
-            lerobot_version: str = "v2.1") -> dict:
+            lerobot_version: str = "v2.1", demo_share: float = 0.5, demo_tasks=TASKS, demo_noise: float = 0.0,
+            near_miss: float = 0.0) -> dict:
     """Record `episodes` episodes into `output_dir/droid` and `output_dir/lerobot` (LeRobot `lerobot_version`, "v2.1"
-    or "v3.0"), resuming; return counts.
+    or "v3.0"), resuming; return counts. A share `demo_share` are demonstrations of `demo_tasks` (see `record_episode`
+    for `demo_noise` and `near_miss`), the others exploration.
     With `workers > 1` the episodes are simulated in that many processes and written here, in order."""
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive int; got {workers!r}")
+    for name, v in dict(demo_share=demo_share, near_miss=near_miss).items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+            raise ValueError(f"{name} must be a share between 0 and 1; got {v!r}")
+    if isinstance(demo_noise, bool) or not isinstance(demo_noise, (int, float)) or not 0 <= demo_noise <= 0.05:
+        raise ValueError(f"demo_noise must be metres between 0 and 0.05; got {demo_noise!r}")
+    if not demo_tasks or any(t not in TASKS for t in demo_tasks):
+        raise ValueError(f"demo_tasks must name some of {TASKS}; got {demo_tasks!r}")
+    variety = dict(demo_tasks=tuple(demo_tasks), demo_noise=float(demo_noise), near_miss=float(near_miss))
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     done = len(lerobot_indices(out / "lerobot")) if (out / "lerobot" / "meta" / "info.json").exists() else 0
-    jobs = [(size, seed * 100_000 + i, bool(np.random.default_rng([seed, i]).random() < 0.5)) for i in range(done, episodes)]
+    jobs = [(size, seed * 100_000 + i, bool(np.random.default_rng([seed, i]).random() < demo_share), variety) for i in range(done, episodes)]
     workers = min(workers, len(jobs))
-    t0, frames, demos, successes = time.perf_counter(), 0, 0, 0
+    t0, frames, demos, successes, misses = time.perf_counter(), 0, 0, 0, 0
     with ExitStack() as stack:
         if workers > 1:
             pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")))
             recorded = pool.map(_record_in_worker, jobs)
         else:
             arm = stack.enter_context(SimArm(width=size, height=size))
-            recorded = (record_episode(arm, ep_seed, demo) for _, ep_seed, demo in jobs)
+            recorded = (record_episode(arm, ep_seed, demo, **variety) for _, ep_seed, demo, _ in jobs)
         for i, ep in enumerate(tqdm(recorded, initial=done, total=episodes, desc="collect", disable=not progress), start=done):
             write_recording(ep, out, i, lerobot_version)
             frames += len(ep.frames); demos += ep.meta["kind"] == "demo"; successes += bool(ep.meta.get("success"))
+            misses += bool(ep.meta.get("near_miss"))
     return dict(episodes=episodes, new_episodes=episodes - done, resumed_from=done, frames=frames, demos=demos,
-                demo_successes=successes, seconds=round(time.perf_counter() - t0, 1))
+                demo_successes=successes, near_misses=misses, seconds=round(time.perf_counter() - t0, 1))

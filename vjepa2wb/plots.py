@@ -20,8 +20,9 @@ from .planning import grid_axis, landscape_argmin
 log = logging.getLogger("vjepa2wb.plots")
 
 # %% auto #0
-__all__ = ['log', 'REPORT_STYLE', 'save_figure', 'energy_figures', 'reach_by_planner', 'success_test', 'run_findings',
-           'html_table', 'video_source', 'episode_figure', 'episode_videos', 'run_summary', 'write_run_report']
+__all__ = ['log', 'REFERENCE_NAMES', 'REPORT_STYLE', 'save_figure', 'energy_figures', 'reach_by_planner', 'session_stages',
+           'success_by_task', 'success_test', 'run_findings', 'html_table', 'video_source', 'episode_figure',
+           'episode_videos', 'run_summary', 'write_run_report']
 
 # %% ../nbs/20_plots.ipynb #67ceb3a9
 def save_figure(fig, path) -> list[Path]:
@@ -111,6 +112,28 @@ def reach_by_planner(planners: dict, episodes: pd.DataFrame | None, main: str) -
                           seconds_per_action=p["seconds_per_action"])
     return rows
 
+# %% ../nbs/20_plots.ipynb #33f23b7b
+REFERENCE_NAMES = {"oracle": "the scripted oracle", "random": "random actions", "still": "the still arm"}
+
+def session_stages(results: dict) -> list[str]:
+    "The session stages among the pipeline's `results`: `robot_session` (reach), then each `robot_session_<task>`."
+    return [name for name in results if name.startswith("robot_session")]
+
+def success_by_task(results: dict) -> dict:
+    "Each session's success table (its `success_table` rows: planners, then references) by the session's task."
+    return {results[name]["task"]: results[name]["success_table"] for name in session_stages(results) if "success_table" in results[name]}
+
+def _task_findings(s: dict) -> list[str]:
+    said = []
+    for task, rows in s.get("success_by_task", {}).items():
+        share = lambda r: f"{r['successes']}/{r['episodes']}"
+        planners = "; ".join(f"{r['planner']} {share(r)} ({100 * r['success_rate']:.0f}%, 95% interval {100 * r['success_low']:.0f} to "
+                             f"{100 * r['success_high']:.0f}%), {r['mean_final_distance_cm']:.1f} cm from the scripted end on average"
+                             for r in rows if r["planner"] not in REFERENCE_NAMES)
+        references = ", ".join(f"{REFERENCE_NAMES[r['planner']]} {share(r)}" for r in rows if r["planner"] in REFERENCE_NAMES)
+        said.append(f"{task.replace('_', ' ').capitalize()}, every planner: {planners}" + (f"; on the same seeds {references}." if references else "."))
+    return said
+
 # %% ../nbs/20_plots.ipynb #e991b36b
 def _world_model_findings(s: dict) -> list[str]:
     gain, h = s["model_below_copy_last_1step"], s.get("rollout_horizon")
@@ -162,7 +185,7 @@ def run_findings(s: dict) -> list[str]:
     """The run's results as plain sentences, one a result, from its summary (`summary.json`); a result that falls short
     of its goal or its baseline says so."""
     return ([f"{s['episodes']} simulated episodes were collected; the whole run took {s['minutes']:g} minutes."]
-            + _world_model_findings(s) + _pretrain_findings(s) + _energy_findings(s) + _reach_findings(s))
+            + _world_model_findings(s) + _pretrain_findings(s) + _energy_findings(s) + _reach_findings(s) + _task_findings(s))
 
 # %% ../nbs/20_plots.ipynb #278ed7fa
 REPORT_STYLE = """
@@ -224,14 +247,14 @@ def episode_figure(src: str, episode: dict, width: int = 256) -> str:
             f"<video src='{src}' width='{width}' autoplay loop muted controls playsinline></video>"
             f"<figcaption>{caption}</figcaption></figure>")
 
-def episode_videos(run: Path, episodes: pd.DataFrame, main: str, embed: bool = False) -> str:
-    """Every episode's video, planner by planner, under robot_session's names: `episode_<i>.mp4` for the session's own
-    planner `main`, `episode_<i>_<planner>.mp4` for the compared ones."""
+def episode_videos(run: Path, episodes: pd.DataFrame, main: str, embed: bool = False, session: str = "robot_session") -> str:
+    """Every episode's video, planner by planner, under robot_session's names in `run/session`: `episode_<i>.mp4` for the
+    session's own planner `main`, `episode_<i>_<planner>.mp4` for the compared ones (the references have none)."""
     parts = []
     for name, rows in episodes.groupby("planner", sort=False):
         figures = []
         for episode in rows.to_dict("records"):
-            path = run / "robot_session" / f"episode_{episode['episode']:03d}{'' if name == main else f'_{name}'}.mp4"
+            path = run / session / f"episode_{episode['episode']:03d}{'' if name == main else f'_{name}'}.mp4"
             if path.exists():
                 figures.append(episode_figure(video_source(path, run, embed), episode))
         if figures:
@@ -261,7 +284,10 @@ def run_summary(run: Path, results: dict, minutes: float, episodes: pd.DataFrame
                "rollout_horizon": ev.get("rollout_horizon"), "pretrain_first_loss": results["pretrain"].get("first_loss"),
                "energy_pairs": results["eval_energy"].get("pairs"), "reach_planner": main,
                "reach_task": str(episodes.task.iloc[0]) if episodes is not None and len(episodes) else "reach",
-               "reach_by_planner": reach_by_planner(rs["planners"], episodes, main)}
+               "reach_by_planner": reach_by_planner(rs["planners"], episodes, main),
+               "success_by_task": success_by_task(results)}
+    for name in session_stages(results):                  # success_rate_<task>, mean_final_distance_cm_<task>
+        summary.update({k: v for k, v in results[name].items() if k.startswith(("success_rate_", "mean_final_distance_cm_"))})
     summary["findings"] = run_findings(summary)
     return summary
 
@@ -331,6 +357,26 @@ def _reach_section(run: Path, summary: dict, episodes: pd.DataFrame | None, embe
                              {"final_distance_cm": ".1f"})]
     return "\n".join(parts)
 
+def _success_section(run: Path, summary: dict, results: dict, embed: bool) -> str:
+    tables = summary.get("success_by_task") or {}
+    if not tables:
+        return ""
+    rows = pd.DataFrame([dict(task=task.replace("_", " "), **r) for task, rs in tables.items() for r in rs])
+    rows["planner"] = [REFERENCE_NAMES.get(p, p) for p in rows.planner]
+    rows["succeeded"] = rows.successes.astype(int).astype(str) + "/" + rows.episodes.astype(int).astype(str)
+    rows["success_pct"], rows["interval"] = 100 * rows.success_rate, [f"{100 * lo:.0f} to {100 * hi:.0f}" for lo, hi in zip(rows.success_low, rows.success_high)]
+    parts = ["<h2 id='tasks'>Every task: success on held-out seeds, beside the references on the same seeds</h2>",
+             html_table(rows, {"task": "Task", "planner": "Planner or reference", "succeeded": "Successes / episodes", "success_pct": "Success (%)",
+                               "interval": "95% interval (%)", "mean_final_distance_cm": "Mean final distance (cm)", "steps": "Actions per episode",
+                               "seconds_per_action": "Time per action (s)", "gflop_per_action": "Compute per action (GFLOP)"},
+                        {"success_pct": ".0f", "mean_final_distance_cm": ".1f", "steps": ".1f"})]
+    for name in session_stages(results)[1:]:
+        if (run / name / "episodes.csv").exists():
+            main = results[name]["planner"] if isinstance(results[name]["planner"], str) else "custom"
+            parts += [f"<h3>{html.escape(results[name]['task'].replace('_', ' ').capitalize())}: every episode</h3>",
+                      episode_videos(run, pd.read_csv(run / name / "episodes.csv"), main, embed, name)]
+    return "\n".join(parts)
+
 def _settings_section(settings: dict) -> str:
     rows = pd.DataFrame([dict(stage=stage, settings="; ".join(f"{k} = {json.dumps(v)}" for k, v in kw.items()))
                          for stage, kw in settings.items()], columns=["stage", "settings"])
@@ -362,6 +408,7 @@ def write_run_report(run: Path, results: dict, minutes: float, settings: dict | 
             _settings_section(settings) if settings else "",
             _world_model_section(run, results["train_ac"]), _probe_section(results["pretrain"]),
             _energy_section(run, summary, self_contained), _reach_section(run, summary, episodes, self_contained),
+            _success_section(run, summary, results, self_contained),
             _figures_section(results), "</body></html>"]
     write_atomic(run / "report.html", "\n".join(page))
     write_json(run / "summary.json", summary)

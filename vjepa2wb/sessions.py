@@ -16,11 +16,11 @@ import pandas as pd
 from .collect import write_recording
 from .data import write_video
 from .episodes import Episode
-from .planning import run_mpc
-from .tasks import goal_distance_cm, make_task, sim_only, success
+from .planning import GRIPPER_LIMIT, PRESETS, run_mpc
+from .tasks import goal_distance_cm, make_task, scripted_episode, sim_only, success
 
 # %% auto #0
-__all__ = ['run_episodes', 'wilson_interval', 'success_table']
+__all__ = ['REFERENCES', 'run_episodes', 'wilson_interval', 'success_table', 'reference_episodes']
 
 # %% ../nbs/19a_sessions.ipynb #8ce85c6b
 def run_episodes(arm, wm, task: str, seeds: list, planner, out, name: str = "main", tag: str = "", max_steps: int = 8,
@@ -82,3 +82,35 @@ def success_table(rows, by) -> pd.DataFrame:
     t[["success_low", "success_high"]] = [wilson_interval(int(s), int(n)) for s, n in zip(t.successes, t.episodes)]
     return t
 
+
+# %% ../nbs/19a_sessions.ipynb #0d756a0f
+REFERENCES = ("oracle", "random", "still")
+
+def _reference_actions(kind: str, inst, arm, steps: int, seed: int):
+    "The actions of reference `kind`, taken on `arm` as they are yielded."
+    if kind == "oracle":
+        yield from (a for _, a in scripted_episode(inst, arm))
+    elif kind == "random":
+        rng, limit = np.random.default_rng([seed, 17]), PRESETS["fast"].maxnorm
+        for _ in range(steps):
+            a = np.zeros(7)
+            a[:3], a[6] = rng.uniform(-limit, limit, 3), rng.uniform(-GRIPPER_LIMIT, GRIPPER_LIMIT)
+            arm.step(a)
+            yield a
+
+def reference_episodes(arm, task: str, seeds: list, kind: str, max_steps: int = 8) -> list[dict]:
+    "One row per seed, as `run_episodes` gives, for reference `kind` (oracle, random or still) on the simulated arm."
+    if kind not in REFERENCES:
+        raise ValueError(f"unknown reference {kind!r}; references are {REFERENCES}")
+    sim_only(task, arm)
+    rows = []
+    for i, seed in enumerate(seeds):
+        inst = make_task(arm, task, seed)
+        arm.reset(seed)
+        t, goals = time.perf_counter(), 3 if task == "pick_and_place" else 1
+        n = sum(1 for _ in _reference_actions(kind, inst, arm, max_steps * goals, seed))
+        state = arm.state()
+        rows.append(dict(planner=kind, episode=i, seed=seed, task=task, success=success(inst, arm, state),
+                         final_distance_cm=goal_distance_cm(inst, state), steps=n,
+                         seconds_per_action=(time.perf_counter() - t) / max(1, n), gflop_per_action=0.0, cem_iterations=0.0))
+    return rows

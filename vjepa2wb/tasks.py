@@ -110,11 +110,16 @@ def _phases(task: TaskInstance, arm: SimArm) -> list[tuple[str, np.ndarray, floa
     return grasp + [("carry", zone + [0, 0, 0.12], 1.0), ("lower", zone + [0, 0, 0.01], 1.0),
                     ("release", zone + [0, 0, 0.01], 0.0), ("retreat", zone + [0, 0, 0.15], 0.0)]
 
-def scripted_episode(task: TaskInstance, arm: SimArm, max_steps: int = 80, on_phase_end=None):
-    "Run the scripted solution from the arm's current scene; yield `(observation, action)` per step."
+def scripted_episode(task: TaskInstance, arm: SimArm, max_steps: int = 80, on_phase_end=None, noise: float = 0.0,
+                     miss=(0.0, 0.0), rng=None):
+    """Run the scripted solution from the arm's current scene; yield `(observation, action)` per step. Variety for
+    training data: `noise`, the std (m) of noise on each step's xyz (from `rng`); `miss`, an xy offset (m) of the grasp
+    from the cube's centre (a near-miss: the fingers close beside the cube or push it)."""
     phases = _phases(task, arm)
-    aligned = False
+    aligned, rng = False, rng if rng is not None else np.random.default_rng(0)
     for name, target, grip in phases:
+        if name in ("descend", "close"):
+            target = target + [*miss, 0.0]
         for _ in range(20):
             s = arm.state()
             yaw = 0.0
@@ -123,6 +128,8 @@ def scripted_episode(task: TaskInstance, arm: SimArm, max_steps: int = 80, on_ph
                 aligned = abs(yaw) < 0.02
             holding = grip > 0.5 and name != "close"
             a = move_toward(s, target, grip, yaw=float(np.clip(yaw, -0.3, 0.3)), max_step=0.03 if holding else 0.05)
+            if noise:
+                a[:3] += rng.normal(0.0, noise, 3)
             obs = arm.step(a)
             yield obs, a
             max_steps -= 1
