@@ -25,7 +25,7 @@ FRANKA_SIM_ARGS ?=
 # a digest of a folder's files, to check that a command changed nothing there
 digest   = find $(1) -type f \( -name '*.py' -o -name '*.ipynb' \) -not -path '*/.ipynb_checkpoints/*' | LC_ALL=C sort | xargs sha1sum
 
-.PHONY: install browser lerobot-venv franka-sim-venv franka-sim run bench test export clean lab readme
+.PHONY: install browser lerobot-venv franka-sim-venv franka-sim run manipulation bench test export clean lab readme
 
 install: $(STAMP)
 
@@ -45,6 +45,11 @@ run: install
 	    $(if $(PARAMS),-p params_file $(abspath $(PARAMS))) --cwd nbs --no-progress-bar --log-output
 	@echo "report: outputs/run/$(RUN_ID)/report.html"
 
+# make run with what manipulation needs (nbs/params/manipulation.yaml): more and less perfect demonstrations,
+# 8-pixel patches, longer training, then a session on every task (reach, grasp, carry, pick-and-place)
+manipulation:
+	$(MAKE) run RUN_ID=$(if $(filter latest,$(RUN_ID)),manipulation,$(RUN_ID)) PARAMS=nbs/params/manipulation.yaml
+
 # the benchmarks: the encoder (ours vs Hugging Face) and planning (against the machine's limit;
 # OFFICIAL_REPO=<a facebookresearch/vjepa2 checkout> adds the official cem beside ours)
 bench: install
@@ -52,6 +57,9 @@ bench: install
 	$(BIN)/papermill nbs/bench_models.ipynb outputs/bench_models/$(RUN_ID).ipynb -p run_id $(RUN_ID) --cwd nbs --no-progress-bar
 	$(BIN)/papermill nbs/bench_planning.ipynb outputs/bench_planning/$(RUN_ID).ipynb -p run_id $(RUN_ID) \
 	    $(if $(OFFICIAL_REPO),-p official_repo $(OFFICIAL_REPO)) --cwd nbs --no-progress-bar
+	mkdir -p outputs/bench_planners
+	$(BIN)/papermill nbs/bench_planners.ipynb outputs/bench_planners/$(RUN_ID).ipynb -p run_id $(RUN_ID) -p episodes 10 \
+	    -y "{tasks: [reach, grasp], budgets: [0.25, 0.5, 1.0]}" -p max_steps 12 --cwd nbs --no-progress-bar
 
 # Chromium (the live panel's browser test, PNG export) is a system package: installed with apt where allowed
 browser:

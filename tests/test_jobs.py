@@ -310,3 +310,19 @@ def test_explore_probe_shows_a_probe_run_and_an_anticipation_run(tmp_path):
     assert len(widgets) == 2, "expected the classification and the anticipation panels"
     text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
     assert f"probe run {probe}" in text
+
+
+@pytest.mark.parametrize("name", ["cpu.yaml", "gpu.yaml", "manipulation.yaml"])
+def test_every_params_file_names_real_stages_and_parameters(name):
+    """What the pipeline checks before it starts, for the shipped parameter files: each section a stage (or a session on a
+    task), each key a parameter of that stage's notebook; a session section names its own task."""
+    import yaml
+    from vjepa2wb.tasks import TASKS
+    stages = yaml.safe_load((ROOT / "nbs" / "params" / name).read_text())
+    known = set(yaml.safe_load((ROOT / "nbs" / "params" / "cpu.yaml").read_text())) | {f"robot_session_{t}" for t in TASKS}
+    assert set(stages) <= known, set(stages) - known
+    for stage, kw in stages.items():
+        notebook = "robot_session" if stage.startswith("robot_session") else stage
+        assert set(kw) <= set(pm.inspect_notebook(str(ROOT / "nbs" / f"{notebook}.ipynb"))), (stage, kw)
+        if stage.startswith("robot_session_"):
+            assert kw.get("task", stage.removeprefix("robot_session_")) == stage.removeprefix("robot_session_"), (stage, kw)

@@ -31,8 +31,8 @@ __all__ = ['CAMERA', 'DROID_CAMERAS', 'DROID_FPS', 'STATE_NAMES', 'SAME_EPISODES
            'check_episode', 'nearest_indices', 'clip_starts', 'clip_indices', 'resample_indices', 'read_frames_at',
            'Recording', 'write_droid', 'droid_metadata', 'droid_video', 'open_droid', 'droid_paths_csv',
            'write_lerobot', 'lerobot_episodes', 'video_keys', 'lerobot_camera', 'open_lerobot', 'read_npz',
-           'lerobot_indices', 'find_episodes', 'describe_episode', 'episode_cameras', 'open_episode', 'read_episode',
-           'load_episode', 'RobotClips', 'collate_robot']
+           'lerobot_indices', 'find_episodes', 'describe_episode', 'episode_label', 'episode_cameras', 'open_episode',
+           'read_episode', 'load_episode', 'RobotClips', 'collate_robot']
 
 # %% ../nbs/15_episodes.ipynb #b17a837e
 @dataclass
@@ -607,6 +607,12 @@ def describe_episode(kind: str, path: str, index: int) -> dict:
     elif kind == "npz":
         info = {"task": None, "seed": None, "length": int(_npz_arrays(path, "states")[0].shape[1])}
     return info
+
+def episode_label(entry) -> str:
+    "A line naming an episode of `find_episodes` for a list: its number (a DROID episode's folder), task, seed and length."
+    kind, path, index = entry
+    d = describe_episode(kind, path, index)
+    return f"#{Path(path).name if kind == 'droid' else index}: {d['task'] or 'no task'}, seed {d['seed']}, {d['length']} frames"
 
 def episode_cameras(kind: str, path: str, index: int = 0) -> list[str]:
     "The camera names `camera=` takes for this episode's layout."
