@@ -130,8 +130,9 @@ def test_pipeline_end_to_end_tiny(tmp_path):
         assert (out / f"{stage}.ipynb").exists() and (out / stage / "summary.json").exists()
     # the rollout explorer runs on that model
     ckpt = json.loads((out / "train_ac" / "summary.json").read_text())["checkpoint"]
-    nb = run("explore_rollouts.ipynb", tmp_path, checkpoint=ckpt, data=str(out / "collect_sim" / "lerobot"))
-    assert f"episodes from {out / 'collect_sim' / 'lerobot'}; model: {ckpt}" in _printed(nb)
+    nb = run("explore_rollouts.ipynb", tmp_path, checkpoint=ckpt)        # the run's episodes: collected, then planned by each session
+    roots = [str(out / "collect_sim" / "lerobot"), str(out / "robot_session" / "episodes"), str(out / "robot_session_grasp" / "episodes")]
+    assert f"6 episodes from {roots}; model: {ckpt}" in _printed(nb), _printed(nb)
     # run again into the same folder: collect_sim resumes, every other stage's first output is kept apart
     first_steps = (out / "robot_session" / "steps.jsonl").read_text()
     run("pipeline.ipynb", tmp_path, run_id="test", params_file=str(params), output_root=str(out))

@@ -9,9 +9,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import av
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .data import read_video
 
 # %% auto #0
 __all__ = ['Frame', 'Camera', 'crop_box', 'crop_square', 'VideoFileCamera', 'CameraError', 'OpenCVCamera', 'RealSenseCamera',
@@ -62,12 +65,10 @@ def crop_square(image: np.ndarray, size: int, center=(0.5, 0.5), side: float = 1
 class VideoFileCamera(Camera):
     "A video file played as a camera (`loop` at the end; `realtime`: the frame due at the elapsed time)."
     def __init__(self, path, loop: bool = True, realtime: bool = False):
-        from vjepa2wb.data import read_video
         self.path, self.loop, self.realtime = Path(path), loop, realtime
         if not self.path.exists():
             raise FileNotFoundError(f"camera video {self.path} does not exist")
         self.frames = read_video(self.path)
-        import av
         with av.open(str(self.path)) as c:
             self.fps = float(c.streams.video[0].average_rate or 30)
         self.name, self.count, self.opened = f"file:{self.path.name}", 0, time.monotonic()

@@ -126,6 +126,7 @@ def _open_video(path):
     except Exception as e:
         raise ValueError(f"{path}: unreadable video ({type(e).__name__}: {e})") from e
 
+# %% ../nbs/15_episodes.ipynb #63e04ea6
 def _scaled(frame, size: int | None) -> np.ndarray:
     if size is None:
         return frame.to_ndarray(format="rgb24")
@@ -133,6 +134,7 @@ def _scaled(frame, size: int | None) -> np.ndarray:
     return frame.reformat(width=max(size, round(frame.width * s)), height=max(size, round(frame.height * s)),
                           format="rgb24", interpolation="AREA").to_ndarray()
 
+# %% ../nbs/15_episodes.ipynb #6d37cbd6
 def _frames_at(path, times: np.ndarray, tolerance: float | None, size: int | None, seek: bool):
     "Frames nearest to sorted `times`, or None when a seek overshot the first."
     with _open_video(path) as container:
@@ -168,6 +170,7 @@ def _frames_at(path, times: np.ndarray, tolerance: float | None, size: int | Non
         out[j] = _scaled(prev[1], size); j += 1
     return out
 
+# %% ../nbs/15_episodes.ipynb #4c8ac8a8
 def read_frames_at(path, times, tolerance: float | None = None, size: int | None = None) -> np.ndarray:
     """The frames nearest to `times` (seconds from the video's first frame; any order, repeats allowed) as uint8
     `[len(times), H, W, 3]`; `ValueError` when none lies within `tolerance` (default half a frame)."""
@@ -252,6 +255,7 @@ def write_droid(ep: Episode, root, episode_id: str, camera_extrinsics=(1.45, 0.8
 DROID_CAMERAS = ("left", "right", "ext1", "ext2", "wrist")
 DROID_FPS = 15.0                                        # DROID's control rate
 
+# %% ../nbs/15_episodes.ipynb #eeebd3a5
 class _H5Columns:
     "The datasets of an open HDF5 file as columns, read on access."
     def __init__(self, h): self.h = h
@@ -262,6 +266,7 @@ class _H5Columns:
         self.h.visititems(lambda n, o: names.append(n) if hasattr(o, "shape") else None)
         return iter(names)
 
+# %% ../nbs/15_episodes.ipynb #269ab624
 def droid_metadata(path) -> dict:
     "The `metadata_*.json` of a DROID episode folder."
     path = Path(path)
@@ -273,6 +278,7 @@ def droid_metadata(path) -> dict:
     except json.JSONDecodeError as e:
         raise ValueError(f"{metas[0]}: invalid JSON ({e})") from e
 
+# %% ../nbs/15_episodes.ipynb #7756339e
 def droid_video(path, meta: dict, camera: str | None = None) -> Path:
     "The video of `camera` (see `DROID_CAMERAS`; default `left`, else `ext1`) in an episode folder."
     have = [c for c in DROID_CAMERAS if meta.get(f"{c}_mp4_path")]
@@ -281,6 +287,7 @@ def droid_video(path, meta: dict, camera: str | None = None) -> Path:
         raise ValueError(f"{path}: no camera {camera!r} in the metadata; it has {have or 'no *_mp4_path entry'}")
     return Path(path) / "recordings" / "MP4" / Path(meta[f"{camera}_mp4_path"]).name
 
+# %% ../nbs/15_episodes.ipynb #e6a0e5c4
 def _droid_times(h, T: int, fps: float) -> np.ndarray:
     rs = "observation/timestamp/robot_state/"
     if f"{rs}robot_timestamp_seconds" in h:
@@ -291,6 +298,7 @@ def _droid_times(h, T: int, fps: float) -> np.ndarray:
         t = np.arange(T) / fps
     return t - t[0] if len(t) else t
 
+# %% ../nbs/15_episodes.ipynb #2c21ba30
 def open_droid(path, camera: str | None = None, state=None) -> Recording:
     "A DROID raw episode folder (ours or the real DROID's), by `state` (default the `droid_raw` convention)."
     import h5py
@@ -312,15 +320,18 @@ def open_droid(path, camera: str | None = None, state=None) -> Recording:
     rec.meta = meta | {"camera": str(video.name)}
     return rec
 
+# %% ../nbs/15_episodes.ipynb #c0b2b32d
 def _resized(frames: np.ndarray, size: int) -> np.ndarray:
     return resize_short_side(torch.from_numpy(frames), size).numpy()
 
+# %% ../nbs/15_episodes.ipynb #8b3d91f3
 def droid_paths_csv(root, out) -> int:
     "Write the episode folders under `root` (those with a `trajectory.h5`), one a line, as the official DROID config reads them."
     folders = [p.parent for p in sorted(Path(root).rglob("trajectory.h5")) if not any(q.name.startswith(".") for q in p.parents)]
     write_atomic(out, "".join(f"{p.resolve()}\n" for p in folders))
     return len(folders)
 
+# %% ../nbs/15_episodes.ipynb #5a5f8550
 def _droid_folders(root: Path) -> list[Path]:
     "Folders with a trajectory.h5, a metadata_*.json or recordings/: one that lost its trajectory is still an episode."
     marked = lambda files, dirs: "trajectory.h5" in files or "recordings" in dirs or any(f.startswith("metadata_") and f.endswith(".json") for f in files)
@@ -335,6 +346,7 @@ _V30_DATA = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 _V30_VIDEO = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
 _V30_EPISODES = "meta/episodes/chunk-000/file-000.parquet"
 
+# %% ../nbs/15_episodes.ipynb #85b8c9de
 def _lerobot_info(version: str, fps: float, shape, total_episodes: int, total_frames: int, total_tasks: int) -> dict:
     H, W = shape
     vec = lambda names: {"dtype": "float32", "shape": [7], "names": names}
@@ -352,19 +364,24 @@ def _lerobot_info(version: str, fps: float, shape, total_episodes: int, total_fr
                          "frame_index": scalar("int64"), "episode_index": scalar("int64"), "index": scalar("int64"),
                          "task_index": scalar("int64")}}
 
+# %% ../nbs/15_episodes.ipynb #6f28e307
 def _jsonable(o):
     return o.item() if isinstance(o, np.generic) else str(o)
 
+# %% ../nbs/15_episodes.ipynb #eb0356c1
 def _read_jsonl(p: Path) -> list[dict]:
     return [json.loads(l) for l in p.read_text().splitlines() if l.strip()] if p.exists() else []
 
+# %% ../nbs/15_episodes.ipynb #c00d0acd
 def _lerobot_version(root: Path) -> str:
     info = root / "meta" / "info.json"
     return str(json.loads(info.read_text()).get("codebase_version", "")) if info.exists() else ""
 
+# %% ../nbs/15_episodes.ipynb #1923e44d
 def _stats(x: np.ndarray) -> dict:
     return {"min": x.min(0).tolist(), "max": x.max(0).tolist(), "mean": x.mean(0).tolist(), "std": x.std(0).tolist(), "count": [len(x)]}
 
+# %% ../nbs/15_episodes.ipynb #be8cbfca
 def write_lerobot(ep: Episode, root, task: str = "explore", version: str = "v2.1") -> int:
     """Append `ep` to the LeRobot dataset at `root` (`version` "v2.1" or "v3.0"; an existing dataset keeps its
     own); return its episode index. In v3.0 each episode gets a data and a video file of its own."""
@@ -413,6 +430,7 @@ def write_lerobot(ep: Episode, root, task: str = "explore", version: str = "v2.1
     write_json(root / "meta" / "info.json", _lerobot_info(version, ep.fps, ep.frames.shape[1:3], len(episodes), start + T, len(tasks)))
     return i
 
+# %% ../nbs/15_episodes.ipynb #8d971193
 def _merged_stats(prev: dict | None, new: dict) -> dict:
     "Per-feature min, max, mean, std and count over every episode so far."
     out = {}
@@ -433,6 +451,7 @@ def _merged_stats(prev: dict | None, new: dict) -> dict:
 def _v2_episodes(episodes_jsonl: str, mtime_ns: int) -> dict[int, dict]:
     return {int(e["episode_index"]): e for e in _read_jsonl(Path(episodes_jsonl))}
 
+# %% ../nbs/15_episodes.ipynb #02c9b460
 @functools.lru_cache(maxsize=8)
 def _v3_episodes(root: str, stamp: tuple) -> pd.DataFrame:
     files = sorted((Path(root) / "meta" / "episodes").rglob("*.parquet"))
@@ -441,11 +460,13 @@ def _v3_episodes(root: str, stamp: tuple) -> pd.DataFrame:
     df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
     return df.set_index("episode_index", drop=False).sort_index()
 
+# %% ../nbs/15_episodes.ipynb #ae26db9e
 def lerobot_episodes(root) -> pd.DataFrame:
     "The per-episode table of a v3.0 dataset (`meta/episodes/*/*.parquet`), cached until those files change."
     files = sorted((Path(root) / "meta" / "episodes").rglob("*.parquet"))
     return _v3_episodes(str(root), tuple((str(f), f.stat().st_mtime_ns) for f in files))
 
+# %% ../nbs/15_episodes.ipynb #a913a67b
 def _info(root: Path) -> dict:
     try:
         info = json.loads((root / "meta" / "info.json").read_text())
@@ -456,9 +477,11 @@ def _info(root: Path) -> dict:
         raise ValueError(f"{root}: LeRobot {version or 'unversioned'} datasets are not supported (v2.x and v3.x are)")
     return info
 
+# %% ../nbs/15_episodes.ipynb #6dd5edde
 def video_keys(info: dict) -> list[str]:
     return [k for k, v in info.get("features", {}).items() if v.get("dtype") == "video"]
 
+# %% ../nbs/15_episodes.ipynb #0e6f6ecd
 def lerobot_camera(info: dict, camera: str | None, where) -> str:
     "The video key `camera` names (in full, or after `observation.images.`); the first by default."
     keys = video_keys(info)
@@ -471,6 +494,7 @@ def lerobot_camera(info: dict, camera: str | None, where) -> str:
             return k
     raise ValueError(f"{where}: no camera {camera!r}; its cameras are {keys}")
 
+# %% ../nbs/15_episodes.ipynb #5e99494a
 def _columns(df: pd.DataFrame) -> dict:
     "Parquet columns as arrays: list cells stacked to `[T, k]`."
     out = {}
@@ -479,6 +503,7 @@ def _columns(df: pd.DataFrame) -> dict:
         out[c] = np.stack(v) if len(v) and isinstance(v[0], (np.ndarray, list)) else v
     return out
 
+# %% ../nbs/15_episodes.ipynb #356a5d7c
 def open_lerobot(root, index: int, camera: str | None = None, state=None) -> Recording:
     "Episode `index` of a LeRobot v2.x or v3.x dataset, by `state` (default the `vjepa2wb` convention)."
     root = Path(root)

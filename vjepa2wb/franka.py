@@ -135,11 +135,13 @@ def classify_error(message: str, kind: str | None = None, errors=()) -> str:
 # %% ../nbs/13a_franka.ipynb #53ff5a71
 FRANKA_SIM_HOST, FRANKA_SIM_PORT = "127.0.0.1", 1337      # libfranka's fixed ports: the arm, and the hand on 1338
 
+# %% ../nbs/13a_franka.ipynb #0c6c25f8
 def repo_root() -> Path:
     "The vjepa2wb checkout this package was installed (editable) from: where `tools/franka_sim` and its venv live."
     import vjepa2wb
     return Path(vjepa2wb.__file__).resolve().parents[1]
 
+# %% ../nbs/13a_franka.ipynb #bb24e554
 def _listening(port: int, host: str = FRANKA_SIM_HOST, timeout: float = 0.5) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):
@@ -147,6 +149,7 @@ def _listening(port: int, host: str = FRANKA_SIM_HOST, timeout: float = 0.5) -> 
     except OSError:
         return False
 
+# %% ../nbs/13a_franka.ipynb #9cb4a9e6
 class FrankaSim:
     """franka-sim as a child process on 127.0.0.1:1337 (hand on 1338), started with the launcher
     `make franka-sim` runs (`tools/franka_sim/serve.py`, in the venv `.venv-franka-sim`).
@@ -301,9 +304,11 @@ def _close_at_exit(ref):
     if arm is not None:
         arm.close()
 
+# %% ../nbs/13a_franka.ipynb #512097cc
 def _loopback(host: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
 
+# %% ../nbs/13a_franka.ipynb #02500c16
 class FrankaArm(Arm):
     """A Franka FR3 / Panda through franka-rs, behind the arm interface.
 
@@ -387,6 +392,7 @@ def _event(self: FrankaArm, name: str, **what):
     self.events.append({"time": time.time(), "event": name, **what})
     (log.info if name in ("connected", "reset", "closed") else log.warning)("FrankaArm %s: %s %s", self.host, name, what)
 
+# %% ../nbs/13a_franka.ipynb #55f40c05
 def _connect_robot(franka, host: str, realtime, timeout: float):
     """`franka.Robot(host)` within `timeout` s. A busy server (franka-sim serves one client at a time)
     leaves the connect waiting; given up on, the thread lets go of a connection that comes later."""
@@ -410,6 +416,7 @@ def _connect_robot(franka, host: str, realtime, timeout: float):
         raise box.pop("error")
     return box.pop("robot")
 
+# %% ../nbs/13a_franka.ipynb #9806335f
 @patch
 def _connect(self: FrankaArm):
     "Connect (retrying for `connect_timeout` s), set the collision thresholds, read the model, connect the hand."
@@ -442,6 +449,7 @@ def _connect(self: FrankaArm):
     self._event("connected", fci_version=robot.fci_version, realtime=self.realtime or "enforce",
                 collision_thresholds=[self.collision_torque, self.collision_force])
 
+# %% ../nbs/13a_franka.ipynb #89f8c2a2
 @patch
 def _drop_connection(self: FrankaArm):
     "Forget a connection that is gone (nothing to stop on the other side); reset() reconnects."
@@ -458,10 +466,12 @@ def _ee_pose(self: FrankaArm, st) -> np.ndarray:
         return np.asarray(st.O_T_EE, dtype=np.float64)
     return self.model.pose("ee", st.q, st.F_T_EE, st.EE_T_K)
 
+# %% ../nbs/13a_franka.ipynb #c0d0d799
 @patch
 def _read(self: FrankaArm):
     return self._loop.state() if self._loop is not None else self.robot.read_once()
 
+# %% ../nbs/13a_franka.ipynb #785d05c5
 @patch
 def _frame(self: FrankaArm) -> tuple[np.ndarray, dict]:
     black = np.zeros((self.frame_size, self.frame_size, 3), np.uint8)
@@ -478,6 +488,7 @@ def _frame(self: FrankaArm) -> tuple[np.ndarray, dict]:
     return square, {"camera": self.camera["name"], "frame_time": getattr(got, "time", None), "crop_box": box,
                     "camera_size": list(image.shape[:2])}
 
+# %% ../nbs/13a_franka.ipynb #4b256557
 @patch
 def _observe(self: FrankaArm, info: dict | None = None) -> Observation:
     st = self._read()
@@ -492,6 +503,7 @@ def _observe(self: FrankaArm, info: dict | None = None) -> Observation:
     self.last_observation = obs
     return obs
 
+# %% ../nbs/13a_franka.ipynb #157bad9b
 @patch
 def state(self: FrankaArm) -> np.ndarray:
     "The 7D state now, without moving."
@@ -516,6 +528,7 @@ def _ready(self: FrankaArm, what: str, need_reset: bool = True):
     if need_reset and not self._was_reset:
         raise ArmError("not_ready", f"cannot {what} before reset()", "the arm did not move; call reset(seed) first")
 
+# %% ../nbs/13a_franka.ipynb #4e3e6d43
 @patch
 def _open_loop(self: FrankaArm):
     "Open the Cartesian target loop at the current pose; home first if the robot refuses a singular start."
@@ -530,6 +543,7 @@ def _open_loop(self: FrankaArm):
         self._loop = self.robot.cartesian_targets(**self.loop_kwargs)
     self._last_cmd, self._held = time.monotonic(), None
 
+# %% ../nbs/13a_franka.ipynb #f021eeba
 @patch
 def _hold_and_stop(self: FrankaArm) -> str | None:
     "Hold the measured pose, then end the loop; returns the loop's error message, if it ended with one."
@@ -548,6 +562,7 @@ def _hold_and_stop(self: FrankaArm) -> str | None:
         return str(e)
     return None
 
+# %% ../nbs/13a_franka.ipynb #99371a68
 @patch
 def _home(self: FrankaArm):
     "Joint targets to `home_q` at `home_fraction` of the joint limits; an ArmError if it does not get there."
@@ -635,6 +650,7 @@ def _command_gripper(self: FrankaArm, delta: float) -> dict:
         self._grip_sent, info["gripper_command"] = target, cmd[0]
     return info
 
+# %% ../nbs/13a_franka.ipynb #c2677214
 @patch
 def _move(self: FrankaArm, action: np.ndarray) -> Observation:
     try:
@@ -642,6 +658,7 @@ def _move(self: FrankaArm, action: np.ndarray) -> Observation:
     except KeyboardInterrupt:
         self._interrupt(); raise
 
+# %% ../nbs/13a_franka.ipynb #f5c56747
 @patch
 def _move_once(self: FrankaArm, action: np.ndarray) -> Observation:
     franka = _franka()
@@ -728,6 +745,7 @@ def _fail(self: FrankaArm, exc=None, sent: bool = False, what: str | None = None
     self._event("error", kind=kind, what=what, errors=errors, recovery=recovery, recovered=recovered)
     raise ArmError(kind, what.replace("\n", " "), recovery, recovered, errors, self.last_observation) from exc
 
+# %% ../nbs/13a_franka.ipynb #ad859fd2
 @patch
 def _interrupt(self: FrankaArm):
     "Ctrl-C: hold the measured pose and end the loop; the next step re-opens it where the arm is."
@@ -760,6 +778,7 @@ def _watch(self: FrankaArm):
             except Exception as e:
                 self._held = {"idle_s": round(idle, 3), "error": str(e)}
 
+# %% ../nbs/13a_franka.ipynb #f68473a0
 @patch
 def hold(self: FrankaArm):
     "Hold the measured pose now (the target becomes where the arm is)."
@@ -769,11 +788,13 @@ def hold(self: FrankaArm):
             T = self._ee_pose(self._loop.state())
             self._loop.move_to(np.r_[T[:3, 3], matrix_to_quat(T[:3, :3])])
 
+# %% ../nbs/13a_franka.ipynb #7f2799b5
 @patch
 def wait_gripper(self: FrankaArm, timeout: float = 5.0) -> bool:
     "Wait until the hand has run every command; False on timeout."
     return self._grip.wait(timeout) if self._grip is not None else True
 
+# %% ../nbs/13a_franka.ipynb #ce76a87a
 @patch
 def close(self: FrankaArm):
     "Hold, end the loop, let go of the hand and the connection. Never raises, also when the robot is gone; a second call does nothing."

@@ -165,6 +165,7 @@ def start(self: LivePlanner, steps: int = 1, energy_threshold: float = 0.0, unti
     self._thread.start()
     return self._thread
 
+# %% ../nbs/19_live.ipynb #68f55a1a
 @patch
 def _hold(self: LivePlanner):
     "Hold the arm where it is, for arms that keep moving between commands (`hold()`; the sim waits anyway)."
@@ -175,6 +176,7 @@ def _hold(self: LivePlanner):
         except Exception as e:
             self.error = f"could not hold the arm: {type(e).__name__}: {e}"
 
+# %% ../nbs/19_live.ipynb #6f3fd8a5
 @patch
 def stop(self: LivePlanner, timeout: float | None = 30.0):
     """Stop planning; it takes effect after the CEM iteration in progress, and the arm holds its pose.
@@ -187,6 +189,7 @@ def stop(self: LivePlanner, timeout: float | None = 30.0):
     if self._thread is not None:
         self._thread.join(timeout)
 
+# %% ../nbs/19_live.ipynb #bfe66346
 def stop_all(timeout: float | None = 0):
     "Stop every planner of this kernel (STOP on any panel does)."
     for planner in list(_PLANNERS):

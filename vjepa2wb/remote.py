@@ -16,7 +16,8 @@ import time
 
 import numpy as np
 
-from .arm import Arm, Observation, Workspace, check_action
+from .arm import Arm, Observation, SimArm, Workspace, check_action
+from .franka import FrankaArm
 
 log = logging.getLogger("vjepa2wb.remote")
 TOKEN_ENV = "VJEPA2WB_ARM_TOKEN"
@@ -277,11 +278,9 @@ def open_arm(uri: str = "sim", size: int = 256, **kwargs) -> Arm:
     if not isinstance(uri, str):
         raise TypeError(f"arm must be a URI string ({', '.join(ARM_URIS)}); got {type(uri).__name__}")
     if uri == "sim":
-        from vjepa2wb.arm import SimArm
         return SimArm(width=size, height=size, **kwargs)
     scheme, _, rest = uri.partition("://")
     if scheme == "franka" and rest:
-        from vjepa2wb.franka import FrankaArm
         return FrankaArm(rest, **{"frame_size": size, **kwargs})
     if scheme == "remote" and rest:
         host, _, port = rest.rpartition(":")
@@ -292,5 +291,4 @@ def open_arm(uri: str = "sim", size: int = 256, **kwargs) -> Arm:
 
 def is_sim(arm) -> bool:
     "Whether `arm` is the simulated arm, whose internals (objects, rendering) some tasks read."
-    from vjepa2wb.arm import SimArm
     return isinstance(arm, SimArm)

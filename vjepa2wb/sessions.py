@@ -20,9 +20,22 @@ from .planning import GRIPPER_LIMIT, PRESETS, run_mpc
 from .tasks import goal_distance_cm, make_task, scripted_episode, sim_only, success
 
 # %% auto #0
-__all__ = ['REFERENCES', 'run_episodes', 'wilson_interval', 'success_table', 'reference_episodes']
+__all__ = ['REFERENCES', 'episode_video', 'run_episodes', 'wilson_interval', 'success_table', 'reference_episodes']
 
 # %% ../nbs/19a_sessions.ipynb #8ce85c6b
+def episode_video(frames, goals: list, goal_index: list, energies: list, bar: int = 4) -> np.ndarray:
+    """The frames of an episode's video: each camera frame beside the goal it was planned towards (a pick-and-place's
+    current sub-goal), over a bar whose length is the step's energy, relative to the episode's largest (none: no bar)."""
+    top = max([e for e in energies if e is not None and np.isfinite(e)], default=0.0)
+    out = []
+    for f, g, e in zip(frames, goal_index, energies):
+        row = np.concatenate([f, goals[g]], 1)
+        strip = np.full((bar, row.shape[1], 3), 32, np.uint8)
+        if e is not None and top > 0:
+            strip[:, : int(round(row.shape[1] * e / top))] = (230, 160, 40)
+        out.append(np.concatenate([row, strip], 0))
+    return np.stack(out)
+
 def run_episodes(arm, wm, task: str, seeds: list, planner, out, name: str = "main", tag: str = "", max_steps: int = 8,
                  energy_threshold: float = 0.0, goal=None) -> tuple[list[dict], dict]:
     """Plan each episode (one per seed) of `task` on `arm` with `planner`; log each step to `out/steps.jsonl` as it is taken,
@@ -56,7 +69,8 @@ def run_episodes(arm, wm, task: str, seeds: list, planner, out, name: str = "mai
                              cem_iterations=sum(r["iterations"] for r in recs) / n))
             energies[(name, i)] = [r["energy"] for r in recs]
             frames = np.stack([obs.frame] + [r["frame"] for r in recs])
-            write_video(out / f"episode_{i:03d}{tag}.mp4", np.stack([np.concatenate([f, inst.goal_frame], 1) for f in frames]))
+            write_video(out / f"episode_{i:03d}{tag}.mp4", episode_video(frames, goals, [0] + [r["goal"] for r in recs],
+                                                                       [None] + [r["energy"] for r in recs]))
             actions = np.zeros_like(states)
             actions[:-1] = [r["action"] for r in recs]
             write_recording(Episode(frames, states, actions, 1 / arm.control_period,

@@ -60,12 +60,14 @@ def _episode_key(kind: str, path: str, index: int) -> str:
     stat = [(str(q), q.stat().st_size, q.stat().st_mtime_ns) for q in files]
     return hashlib.sha256(json.dumps([kind, path, index, stat]).encode()).hexdigest()[:16]
 
+# %% ../nbs/17_train_ac.ipynb #4aeb6c2a
 def _entries(roots) -> bool:
     "Whether `roots` is a list of `find_episodes` entries (tuples, or lists after JSON) rather than of roots."
     return isinstance(roots, list) and bool(roots) and isinstance(roots[0], (tuple, list))
 
 CACHE_FORMAT = "3"      # a cache entry's `done` marker: "3" entries are resampled by physical time, with extrinsics.npy where the episode has them
 
+# %% ../nbs/17_train_ac.ipynb #7923b2d5
 class FeatureCache(Dataset):
     """Per-episode frame features `[n, P, D]` (memory-mapped), states `[n, 7]` and camera extrinsics `[n, 6]` (None where
     the episode has none), resampled to `fps` by the recording's clock (only those frames are decoded), from `camera` with
@@ -237,9 +239,11 @@ BUILT_IN_INITS = ("auto", "copy_last", "random")
 OPTIMIZERS = ("adamw", "adamw_foreach", "adamw8bit")
 NEW_PREDICTOR = {"pred_depth": 4}       # the `predictor` fields of a new predictor when `predictor` is None
 
+# %% ../nbs/17_train_ac.ipynb #ec35f3a4
 def _is_checkpoint(init: str) -> bool:
     return init in RELEASES or bool(re.match(r"^(https?|file)://", init)) or Path(init).expanduser().exists()
 
+# %% ../nbs/17_train_ac.ipynb #b4e468aa
 @dataclass
 class ACTrainConfig:
     model_size: str = "tiny"
