@@ -313,7 +313,7 @@ def test_explore_probe_shows_a_probe_run_and_an_anticipation_run(tmp_path):
     assert f"probe run {probe}" in text
 
 
-@pytest.mark.parametrize("name", ["cpu.yaml", "gpu.yaml", "manipulation.yaml"])
+@pytest.mark.parametrize("name", sorted(f.name for f in (ROOT / "nbs" / "params").glob("*.yaml")))
 def test_every_params_file_names_real_stages_and_parameters(name):
     """What the pipeline checks before it starts, for the shipped parameter files: each section a stage (or a session on a
     task), each key a parameter of that stage's notebook; a session section names its own task."""

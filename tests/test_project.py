@@ -78,16 +78,6 @@ def test_public_api_contracts():
     assert {k: defaults[k] for k in list(defaults)[4:13]} == contract     # extra options come after, keyword-only
 
 
-def test_pipeline_params_files_name_real_parameters():
-    import papermill as pm
-    files = sorted((ROOT / "nbs" / "params").glob("*.yaml"))
-    assert files, "no parameter files under nbs/params"
-    for f in files:
-        for stage, kw in yaml.safe_load(f.read_text()).items():
-            known = pm.inspect_notebook(str(ROOT / "nbs" / f"{stage}.ipynb"))
-            assert isinstance(kw, dict) and not set(kw) - set(known), f"{f.name}: {stage} has no parameters {set(kw) - set(known)}"
-
-
 def test_job_parameters_are_their_config_fields():
     """A training job's parameters are its config's fields, with the same names and defaults, and `config_from` builds it."""
     import ast
