@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 from pathlib import Path
 
@@ -153,11 +154,16 @@ def _pretrain_findings(s: dict) -> list[str]:
     first, final = s.get("pretrain_first_loss"), s["pretrain_final_loss"]
     loss = (f"Pretraining: the loss {'fell' if final < first else 'did not fall'} from {first:.4g} to {final:.4g}." if first is not None
             else f"Pretraining: the loss ended at {final:.4g}.")
-    p, r = s.get("probe_acc_pretrained"), s.get("probe_acc_random")
+    p, r, n = s.get("probe_acc_pretrained"), s.get("probe_acc_random"), s.get("probe_val_examples")
     if p is None:
         return [loss, "Probe: not run (pretrain's probe=false), so whether pretraining helps is untested here."]
-    versus = "equal to" if p == r else "above" if p > r else "below"
-    return [loss, f"Probe: the pretrained encoder's probe ({p:.2f}%) is {versus} the random-init encoder's ({r:.2f}%): "
+    noise = 2 * math.sqrt((p * (100 - p) + r * (100 - r)) / n) if n else 0.005   # two standard errors, in points
+    if abs(p - r) < noise:
+        return [loss, f"Probe: the pretrained encoder's probe ({p:.2f}%) and the random-init encoder's ({r:.2f}%) differ by less "
+                      f"than sampling noise{f' (two standard errors on {n} held-out clips: {noise:.1f} points)' if n else ''}: "
+                      "this probe cannot tell whether pretraining helped."]
+    return [loss, f"Probe: the pretrained encoder's probe ({p:.2f}%) is {'above' if p > r else 'below'} the random-init encoder's "
+                  f"({r:.2f}%){f', beyond sampling noise ({noise:.1f} points)' if n else ''}: "
                   + ("pretraining helped." if p > r else "pretraining did not help here.")]
 
 def _energy_findings(s: dict) -> list[str]:
@@ -275,6 +281,7 @@ def run_summary(run: Path, results: dict, minutes: float, episodes: pd.DataFrame
                "episodes": results["collect_sim"]["episodes"], "pretrain_final_loss": results["pretrain"]["final_loss"],
                "probe_acc_pretrained": results["pretrain"].get("probe_acc_pretrained"),
                "probe_acc_random": results["pretrain"].get("probe_acc_random"),
+               "probe_val_examples": results["pretrain"].get("probe_val_examples"),
                "reach_success_rate": rs["success_rate"], "reach_mean_final_distance_cm": rs["mean_final_distance_cm"],
                "reach_seconds_per_action": rs["seconds_per_action"],
                "argmin_within_one_cell": results["eval_energy"]["argmin_within_one_cell"],
