@@ -25,7 +25,7 @@ FRANKA_SIM_ARGS ?=
 # a digest of a folder's files, to check that a command changed nothing there
 digest   = find $(1) -type f \( -name '*.py' -o -name '*.ipynb' \) -not -path '*/.ipynb_checkpoints/*' | LC_ALL=C sort | xargs sha1sum
 
-.PHONY: install browser lerobot-venv franka-sim-venv franka-sim run manipulation bench test export clean lab readme
+.PHONY: install browser lerobot-venv franka-sim-venv franka-sim run manipulation report bench test export clean lab readme
 
 install: $(STAMP)
 
@@ -49,6 +49,10 @@ run: install
 # 8-pixel patches, longer training, then a session on every task (reach, grasp, carry, pick-and-place)
 manipulation:
 	$(MAKE) run RUN_ID=$(if $(filter latest,$(RUN_ID)),manipulation,$(RUN_ID)) PARAMS=nbs/params/manipulation.yaml
+
+# a finished run's report as one file, its videos inside, to send on: outputs/run/$(RUN_ID)/report-standalone.html
+report: install
+	$(BIN)/python -c "from vjepa2wb.plots import rewrite_run_report; print('report:', rewrite_run_report('outputs/run/$(RUN_ID)'))"
 
 # the benchmarks: the encoder (ours vs Hugging Face) and planning (against the machine's limit;
 # OFFICIAL_REPO=<a facebookresearch/vjepa2 checkout> adds the official cem beside ours)

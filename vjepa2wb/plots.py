@@ -23,7 +23,7 @@ log = logging.getLogger("vjepa2wb.plots")
 # %% auto #0
 __all__ = ['log', 'REFERENCE_NAMES', 'REPORT_STYLE', 'save_figure', 'energy_figures', 'reach_by_planner', 'session_stages',
            'success_by_task', 'success_test', 'run_findings', 'html_table', 'video_source', 'episode_figure',
-           'episode_videos', 'run_summary', 'write_run_report']
+           'episode_videos', 'run_summary', 'write_run_report', 'rewrite_run_report']
 
 # %% ../nbs/20_plots.ipynb #67ceb3a9
 def save_figure(fig, path) -> list[Path]:
@@ -396,8 +396,9 @@ def _figures_section(results: dict) -> str:
             + html_table(rows, {"stage": "Stage", "key": "Key in the stage's summary.json", "value": "Value"}, {"value": ".4g"}, "keys"))
 
 # %% ../nbs/20_plots.ipynb #694e7fc2
-def write_run_report(run: Path, results: dict, minutes: float, settings: dict | None = None, self_contained: bool = False) -> dict:
-    """Write `run/report.html` and `run/summary.json` from the stages' `results` (their summaries) and the files beside them;
+def write_run_report(run: Path, results: dict, minutes: float, settings: dict | None = None, self_contained: bool = False,
+                     filename: str = "report.html") -> dict:
+    """Write `run/<filename>` and `run/summary.json` from the stages' `results` (their summaries) and the files beside them;
     the summary. `settings`, the stages' parameters, default to `run/config.json`. The report links its videos and the
     energy landscape, beside it in `run`; `self_contained` embeds them, one file to send on."""
     run = Path(run)
@@ -417,6 +418,21 @@ def write_run_report(run: Path, results: dict, minutes: float, settings: dict | 
             _energy_section(run, summary, self_contained), _reach_section(run, summary, episodes, self_contained),
             _success_section(run, summary, results, self_contained),
             _figures_section(results), "</body></html>"]
-    write_atomic(run / "report.html", "\n".join(page))
+    write_atomic(run / filename, "\n".join(page))
     write_json(run / "summary.json", summary)
     return summary
+
+def rewrite_run_report(run: Path, self_contained: bool = True, filename: str = "report-standalone.html") -> Path:
+    """Write a finished run's report again from what it left on disk (each stage's `summary.json`, its recorded minutes):
+    by default self-contained, beside the linked `report.html`, to send on (`make report`)."""
+    run = Path(run)
+    if not (run / "summary.json").exists():
+        raise FileNotFoundError(f"{run} has no summary.json: the pipeline has not finished there (make run writes it last)")
+    done = sorted(run.glob("*/summary.json"), key=lambda p: p.stat().st_mtime)      # the order the stages finished in
+    results = {p.parent.name: json.loads(p.read_text()) for p in done if p.parent.name != "previous"}
+    missing = [s for s in ("collect_sim", "pretrain", "train_ac", "eval_energy", "robot_session") if s not in results]
+    if missing:
+        raise FileNotFoundError(f"{run} lacks the summary.json of {missing}: not a finished pipeline run")
+    write_run_report(run, results, json.loads((run / "summary.json").read_text())["minutes"], self_contained=self_contained,
+                     filename=filename)
+    return run / filename
