@@ -12,15 +12,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from .collect import write_recording
 from .data import write_video
 from .episodes import Episode
-from .planning import GRIPPER_LIMIT, PRESETS, run_mpc
-from .tasks import goal_distance_cm, make_task, scripted_episode, sim_only, success
+from .planning import GRIPPER_LIMIT, PRESETS, energy, run_mpc
+from .tasks import TASKS, goal_distance_cm, make_task, scripted_episode, sim_only, success
+from .world_model import encode_frames, world_model_encoder
 
 # %% auto #0
-__all__ = ['REFERENCES', 'episode_video', 'run_episodes', 'wilson_interval', 'success_table', 'reference_episodes']
+__all__ = ['REFERENCES', 'CAUSES', 'episode_video', 'run_episodes', 'wilson_interval', 'success_table', 'reference_episodes',
+           'failure_causes']
 
 # %% ../nbs/19a_sessions.ipynb #8ce85c6b
 def episode_video(frames, goals: list, goal_index: list, energies: list, bar: int = 4) -> np.ndarray:
@@ -128,3 +131,36 @@ def reference_episodes(arm, task: str, seeds: list, kind: str, max_steps: int = 
                          final_distance_cm=goal_distance_cm(inst, state), steps=n,
                          seconds_per_action=(time.perf_counter() - t) / max(1, n), gflop_per_action=0.0, cem_iterations=0.0))
     return rows
+
+# %% ../nbs/19a_sessions.ipynb #8cdc8001
+CAUSES = ("model", "barrier", "search")
+
+def failure_causes(arm, wm, task: str, seeds: list, out, name: str = "main", tag: str = "") -> pd.DataFrame:
+    """Per episode `run_episodes` left in `out` (planner `name`, frames tagged `tag`, on `seeds`): the energies to the goal
+    imagined and seen at the last step; the scripted path's start, its largest climb (from `path_dip` up to `path_climb`)
+    and its end; and what the `cause` of a failure would be (`CAUSES`)."""
+    if task == "pick_and_place" or task not in TASKS:
+        raise ValueError(f"failure_causes needs a single-goal sim task, one of {[t for t in TASKS if t != 'pick_and_place']}; got {task!r}")
+    out, encoder = Path(out), world_model_encoder(wm)
+    crop = encoder.cfg.img_size
+    seen_energy = lambda frames, goal: energy(encode_frames(encoder, torch.as_tensor(np.stack(frames)), crop), goal).numpy()
+    steps = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
+    rows = []
+    for i, seed in enumerate(seeds):
+        inst = make_task(arm, task, seed)
+        start = arm.reset(seed).frame
+        demo = [start] + [o.frame for o, _ in scripted_episode(inst, arm)]
+        taken = [s for s in steps if s["planner"] == name and s["episode"] == i and "energy" in s]
+        if not taken:
+            raise ValueError(f"{out} has no steps of planner {name!r}, episode {i}: run_episodes first")
+        goal = encode_frames(encoder, torch.as_tensor(inst.goal_frame)[None], crop)
+        path = seen_energy(demo, goal)
+        seen = seen_energy([np.load(out / "frames" / f"ep{i:03d}{tag}_step{s['step']:03d}.npy") for s in taken], goal)[-1]
+        imagined = taken[-1]["energy"]
+        low = np.minimum.accumulate(path)                                   # the lowest the path has been so far
+        t = int((path - low).argmax())                                      # its largest climb ends here
+        climbs = path[t] - low[t] > 0.1 * path[0] and path[t] > seen
+        cause = "model" if imagined < 0.5 * seen else "barrier" if climbs else "search"
+        rows.append(dict(episode=i, seed=seed, imagined=imagined, seen=float(seen), path_start=float(path[0]), path_dip=float(low[t]),
+                         path_climb=float(path[t]), path_end=float(path[-1]), cause=cause))
+    return pd.DataFrame(rows)
