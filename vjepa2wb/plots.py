@@ -21,9 +21,9 @@ from .planning import grid_axis, landscape_argmin
 log = logging.getLogger("vjepa2wb.plots")
 
 # %% auto #0
-__all__ = ['log', 'REFERENCE_NAMES', 'REPORT_STYLE', 'save_figure', 'energy_figures', 'reach_by_planner', 'session_stages',
-           'success_by_task', 'success_test', 'run_findings', 'html_table', 'video_source', 'episode_figure',
-           'episode_videos', 'run_summary', 'write_run_report', 'rewrite_run_report']
+__all__ = ['log', 'REFERENCE_NAMES', 'CAUSE_WORDS', 'REPORT_STYLE', 'save_figure', 'energy_figures', 'reach_by_planner',
+           'session_stages', 'success_by_task', 'failure_causes_by_task', 'success_test', 'run_findings', 'html_table',
+           'video_source', 'episode_figure', 'episode_videos', 'run_summary', 'write_run_report', 'rewrite_run_report']
 
 # %% ../nbs/20_plots.ipynb #67ceb3a9
 def save_figure(fig, path) -> list[Path]:
@@ -124,6 +124,15 @@ def success_by_task(results: dict) -> dict:
     "Each session's success table (its `success_table` rows: planners, then references) by the session's task."
     return {results[name]["task"]: results[name]["success_table"] for name in session_stages(results) if "success_table" in results[name]}
 
+def failure_causes_by_task(results: dict) -> dict:
+    "Each session's counts of its failures' causes (`sessions.failure_causes`), by task; sessions that diagnosed none are left out."
+    return {results[name]["task"]: results[name]["failure_causes"] for name in session_stages(results) if results[name].get("failure_causes")}
+
+CAUSE_WORDS = {"model": "the model (it imagined the goal far closer than the frames show)",
+               "barrier": "a barrier (the scripted path climbs above where the planner stopped, so a one-step search cannot "
+                          "follow it; sub-goal images, subgoals=true, or a longer horizon can)",
+               "search": "the search (the scripted path descends lower without such a climb, and the planner missed it)"}
+
 def _task_findings(s: dict) -> list[str]:
     said = []
     for task, rows in s.get("success_by_task", {}).items():
@@ -133,6 +142,10 @@ def _task_findings(s: dict) -> list[str]:
                              for r in rows if r["planner"] not in REFERENCE_NAMES)
         references = ", ".join(f"{REFERENCE_NAMES[r['planner']]} {share(r)}" for r in rows if r["planner"] in REFERENCE_NAMES)
         said.append(f"{task.replace('_', ' ').capitalize()}, every planner: {planners}" + (f"; on the same seeds {references}." if references else "."))
+        if s.get("failure_causes_by_task", {}).get(task):
+            causes = s["failure_causes_by_task"][task]
+            said.append(f"{task.replace('_', ' ').capitalize()}, why the {rows[0]['planner']} plans failed, from their energies: "
+                        + "; ".join(f"{n} of {sum(causes.values())} {CAUSE_WORDS[k]}" for k, n in causes.items()) + ".")
     return said
 
 # %% ../nbs/20_plots.ipynb #e991b36b
@@ -292,7 +305,8 @@ def run_summary(run: Path, results: dict, minutes: float, episodes: pd.DataFrame
                "energy_pairs": results["eval_energy"].get("pairs"), "reach_planner": main,
                "reach_task": str(episodes.task.iloc[0]) if episodes is not None and len(episodes) else "reach",
                "reach_by_planner": reach_by_planner(rs["planners"], episodes, main),
-               "success_by_task": success_by_task(results)}
+               "success_by_task": success_by_task(results),
+               "failure_causes_by_task": failure_causes_by_task(results)}
     for name in session_stages(results):                  # success_rate_<task>, mean_final_distance_cm_<task>
         summary.update({k: v for k, v in results[name].items() if k.startswith(("success_rate_", "mean_final_distance_cm_"))})
     summary["findings"] = run_findings(summary)

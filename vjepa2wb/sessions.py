@@ -22,8 +22,8 @@ from .tasks import TASKS, goal_distance_cm, make_task, scripted_episode, sim_onl
 from .world_model import encode_frames, world_model_encoder
 
 # %% auto #0
-__all__ = ['REFERENCES', 'CAUSES', 'episode_video', 'run_episodes', 'wilson_interval', 'success_table', 'reference_episodes',
-           'failure_causes']
+__all__ = ['REFERENCES', 'CAUSES', 'episode_video', 'goal_frames', 'run_episodes', 'wilson_interval', 'success_table',
+           'reference_episodes', 'failure_causes']
 
 # %% ../nbs/19a_sessions.ipynb #8ce85c6b
 def episode_video(frames, goals: list, goal_index: list, energies: list, bar: int = 4) -> np.ndarray:
@@ -39,12 +39,17 @@ def episode_video(frames, goals: list, goal_index: list, energies: list, bar: in
         out.append(np.concatenate([row, strip], 0))
     return np.stack(out)
 
+def goal_frames(inst, subgoals: bool | None = None) -> list:
+    "The images an episode of `inst` plans towards in turn: its sub-goals (`subgoals`; None: on pick_and_place only), or its goal."
+    use = inst.name == "pick_and_place" if subgoals is None else subgoals
+    return list(inst.subgoal_frames) if use and len(inst.subgoal_frames) else [inst.goal_frame]
+
 def run_episodes(arm, wm, task: str, seeds: list, planner, out, name: str = "main", tag: str = "", max_steps: int = 8,
-                 energy_threshold: float = 0.0, goal=None) -> tuple[list[dict], dict]:
-    """Plan each episode (one per seed) of `task` on `arm` with `planner`; log each step to `out/steps.jsonl` as it is taken,
-    and record each episode under `out/episodes` (DROID raw and LeRobot, as training data). Task `captured` plans towards
-    `goal` (a captured `TaskInstance`) on any arm. Returns one result row per episode, and each episode's energies by
-    `(name, episode)`."""
+                 energy_threshold: float = 0.0, goal=None, subgoals: bool | None = None) -> tuple[list[dict], dict]:
+    """Plan each episode (one per seed) of `task` on `arm` with `planner`, towards `goal_frames(..., subgoals)`; log each step
+    to `out/steps.jsonl` as it is taken, and record each episode under `out/episodes` (DROID raw and LeRobot, as training
+    data). Task `captured` plans towards `goal` (a captured `TaskInstance`) on any arm. Returns one result row per episode,
+    and each episode's energies by `(name, episode)`."""
     out = Path(out)
     if task == "captured" and goal is None:
         raise ValueError("task 'captured' needs goal=, a goal captured on this arm (tasks.capture_goal, tasks.load_goal)")
@@ -56,7 +61,7 @@ def run_episodes(arm, wm, task: str, seeds: list, planner, out, name: str = "mai
         for i, seed in enumerate(seeds):
             inst = goal if task == "captured" else make_task(arm, task, seed)
             obs = arm.reset(seed)
-            goals = inst.subgoal_frames if task == "pick_and_place" else [inst.goal_frame]
+            goals = goal_frames(inst, subgoals)
             def record(rec, i=i):
                 np.save(out / "frames" / f"ep{i:03d}{tag}_step{rec['step']:03d}.npy", rec["frame"])
                 log.write(json.dumps({"planner": name, "episode": i, **{k: v for k, v in rec.items() if k != "frame"}}) + "\n")
@@ -115,8 +120,9 @@ def _reference_actions(kind: str, inst, arm, steps: int, seed: int):
             arm.step(a)
             yield a
 
-def reference_episodes(arm, task: str, seeds: list, kind: str, max_steps: int = 8) -> list[dict]:
-    "One row per seed, as `run_episodes` gives, for reference `kind` (oracle, random or still) on the simulated arm."
+def reference_episodes(arm, task: str, seeds: list, kind: str, max_steps: int = 8, subgoals: bool | None = None) -> list[dict]:
+    """One row per seed, as `run_episodes` gives, for reference `kind` (oracle, random or still) on the simulated arm; random
+    actions get the steps a planner gets (`max_steps` per goal image)."""
     if kind not in REFERENCES:
         raise ValueError(f"unknown reference {kind!r}; references are {REFERENCES}")
     sim_only(task, arm)
@@ -124,7 +130,7 @@ def reference_episodes(arm, task: str, seeds: list, kind: str, max_steps: int = 
     for i, seed in enumerate(seeds):
         inst = make_task(arm, task, seed)
         arm.reset(seed)
-        t, goals = time.perf_counter(), 3 if task == "pick_and_place" else 1
+        t, goals = time.perf_counter(), len(goal_frames(inst, subgoals))
         n = sum(1 for _ in _reference_actions(kind, inst, arm, max_steps * goals, seed))
         state = arm.state()
         rows.append(dict(planner=kind, episode=i, seed=seed, task=task, success=success(inst, arm, state),
@@ -132,13 +138,13 @@ def reference_episodes(arm, task: str, seeds: list, kind: str, max_steps: int = 
                          seconds_per_action=(time.perf_counter() - t) / max(1, n), gflop_per_action=0.0, cem_iterations=0.0))
     return rows
 
-# %% ../nbs/19a_sessions.ipynb #8cdc8001
+# %% ../nbs/19a_sessions.ipynb #ae405135
 CAUSES = ("model", "barrier", "search")
 
 def failure_causes(arm, wm, task: str, seeds: list, out, name: str = "main", tag: str = "") -> pd.DataFrame:
     """Per episode `run_episodes` left in `out` (planner `name`, frames tagged `tag`, on `seeds`): the energies to the goal
     imagined and seen at the last step; the scripted path's start, its largest climb (from `path_dip` up to `path_climb`)
-    and its end; and what the `cause` of a failure would be (`CAUSES`)."""
+    and its end; what the `cause` of a failure would be (`CAUSES`); and both curves, `path` and `seen_path` (from the start)."""
     if task == "pick_and_place" or task not in TASKS:
         raise ValueError(f"failure_causes needs a single-goal sim task, one of {[t for t in TASKS if t != 'pick_and_place']}; got {task!r}")
     out, encoder = Path(out), world_model_encoder(wm)
@@ -155,12 +161,13 @@ def failure_causes(arm, wm, task: str, seeds: list, out, name: str = "main", tag
             raise ValueError(f"{out} has no steps of planner {name!r}, episode {i}: run_episodes first")
         goal = encode_frames(encoder, torch.as_tensor(inst.goal_frame)[None], crop)
         path = seen_energy(demo, goal)
-        seen = seen_energy([np.load(out / "frames" / f"ep{i:03d}{tag}_step{s['step']:03d}.npy") for s in taken], goal)[-1]
+        seen_path = seen_energy([start] + [np.load(out / "frames" / f"ep{i:03d}{tag}_step{s['step']:03d}.npy") for s in taken], goal)
+        seen = seen_path[-1]
         imagined = taken[-1]["energy"]
         low = np.minimum.accumulate(path)                                   # the lowest the path has been so far
         t = int((path - low).argmax())                                      # its largest climb ends here
         climbs = path[t] - low[t] > 0.1 * path[0] and path[t] > seen
         cause = "model" if imagined < 0.5 * seen else "barrier" if climbs else "search"
         rows.append(dict(episode=i, seed=seed, imagined=imagined, seen=float(seen), path_start=float(path[0]), path_dip=float(low[t]),
-                         path_climb=float(path[t]), path_end=float(path[-1]), cause=cause))
+                         path_climb=float(path[t]), path_end=float(path[-1]), cause=cause, path=path.tolist(), seen_path=seen_path.tolist()))
     return pd.DataFrame(rows)

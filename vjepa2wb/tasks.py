@@ -15,7 +15,7 @@ from .arm import SimArm
 from .core import write_atomic
 
 # %% auto #0
-__all__ = ['TASKS', 'REACH_TOL', 'LIFT', 'ZONE_RADIUS', 'GRIPPER_TOL', 'TaskInstance', 'move_toward', 'sample_goal',
+__all__ = ['TASKS', 'REACH_TOL', 'LIFT', 'ZONE_RADIUS', 'SUBGOALS', 'GRIPPER_TOL', 'TaskInstance', 'move_toward', 'sample_goal',
            'cube_grasped', 'success', 'goal_distance_cm', 'scripted_episode', 'make_task', 'sim_only', 'capture_goal',
            'captured_success', 'save_goal', 'load_goal']
 
@@ -145,6 +145,9 @@ def scripted_episode(task: TaskInstance, arm: SimArm, max_steps: int = 80, on_ph
             return
 
 # %% ../nbs/14_tasks.ipynb #c498d9e2
+SUBGOALS = {"grasp": ("close", "lift"), "reach_with_object": ("close", "lift", "carry"),      # the phases whose ends are
+            "pick_and_place": ("lift", "carry", "release")}                                # a task's sub-goal images
+
 def make_task(arm: SimArm, name: str, seed: int) -> TaskInstance:
     "A task instance: the scene of `seed`, its goal, and goal (and sub-goal) images from the scripted solution."
     if name not in TASKS:
@@ -156,8 +159,7 @@ def make_task(arm: SimArm, name: str, seed: int) -> TaskInstance:
     for obs, _ in scripted_episode(task, arm, on_phase_end=lambda phase, o: ends.__setitem__(phase, o.frame)):
         pass
     task.goal_state, task.goal_frame = arm.state(), arm.render()
-    if name == "pick_and_place":
-        task.subgoal_frames = [ends["lift"], ends["carry"], ends["release"]]
+    task.subgoal_frames = [ends[phase] for phase in SUBGOALS.get(name, ())]
     arm.reset(seed)
     return task
 
