@@ -123,12 +123,9 @@ export: install
 	$(BIN)/nbdev_export && $(BIN)/nbdev_clean
 	$(MAKE) readme
 
-readme: install
-	$(BIN)/python -c "from nbdev.quarto import proc_nbs; proc_nbs()"
-	$(BIN)/jupyter nbconvert --to markdown _proc/index.ipynb --output README --output-dir .
-	$(BIN)/python -c "import re, pathlib; p = pathlib.Path('README.md'); s = p.read_text(); \
-	    m = re.match(r'---\n(.*?)\n---\n+', s, re.S); meta = dict(l.split(': ', 1) for l in m.group(1).splitlines() if ': ' in l); \
-	    p.write_text(f\"# {meta['title']}\n\n> {meta['description']}\n\n\" + s[m.end():])"
+# README.md is nbs/index.ipynb rendered (tools/readme.py); tests/test_project.py checks it is current
+readme:
+	$(PY) tools/readme.py
 
 lab: install
 	$(BIN)/jupyter lab --notebook-dir=nbs --LabApp.default_url=/lab/tree/index.ipynb

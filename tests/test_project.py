@@ -2,6 +2,7 @@
 import configparser
 import inspect
 import json
+import re
 import shlex
 
 import yaml
@@ -96,3 +97,15 @@ def test_job_parameters_are_their_config_fields():
             assert plain(given) == plain(default), f"{notebook}: {f.name} defaults to {given!r}, {cls.__name__} to {default!r}"
         built = cls(**{name: ast.literal_eval(p["default"]) for name, p in params.items() if name in {f.name for f in dataclasses.fields(cls)}})
         assert built == cls(), f"{notebook}'s defaults do not build {cls.__name__}()"
+
+
+def test_readme_is_the_index_rendered():
+    """README.md is nbs/index.ipynb as tools/readme.py renders it (`make readme`), and each notebook it links to exists."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("readme", ROOT / "tools" / "readme.py")
+    readme = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(readme)
+    text = (ROOT / "README.md").read_text()
+    assert text == readme.render(), "README.md is out of date with nbs/index.ipynb: edit the notebook and run make readme"
+    links = re.findall(r"\]\((nbs/[^)]+\.ipynb)\)", text)
+    assert len(links) > 30 and all((ROOT / link).exists() for link in links), [l for l in links if not (ROOT / l).exists()]
