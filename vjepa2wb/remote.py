@@ -15,6 +15,7 @@ import threading
 import time
 
 import numpy as np
+from fastcore.basics import patch
 
 from .arm import Arm, Observation, SimArm, Workspace, check_action
 from .franka import FrankaArm
@@ -120,86 +121,92 @@ class ArmServer:
             hold()
         self._event("held", why=why)
 
-    def _serve_client(self, conn: socket.socket, addr):
-        self._conn = conn
+# %% ../nbs/13c_remote.ipynb #2fcecc40
+@patch
+def _serve_client(self: ArmServer, conn: socket.socket, addr):
+    self._conn = conn
+    try:
+        conn.settimeout(self.heartbeat_timeout)
         try:
-            conn.settimeout(self.heartbeat_timeout)
+            hello, _ = recv_message(conn, max_payload=0)
+        except (OSError, ValueError, ConnectionError) as e:
+            self._event("bad_token", peer=str(addr), why=f"no hello: {e}"); conn.close(); return
+        if hello.get("op") != "hello" or not hmac.compare_digest(str(hello.get("token", "")).encode(), self.token.encode()):
+            self._event("bad_token", peer=str(addr))
+            self._reply_and_close(conn, {"ok": False, "error": "refused: bad or missing token"}); return
+        ws = self.arm.workspace
+        send_message(conn, {"ok": True, "workspace": [list(ws.low), list(ws.high)], "control_period": self.arm.control_period,
+                            "camera": getattr(self.arm, "camera", {}), "max_rate_hz": self.max_rate_hz,
+                            "max_step": self.max_step, "max_rotation": self.max_rotation, "heartbeat_timeout": self.heartbeat_timeout})
+        self._event("connected", peer=str(addr))
+        last_step, why = -np.inf, "the server stopped"
+        while not self._stopping.is_set():
             try:
-                hello, _ = recv_message(conn, max_payload=0)
-            except (OSError, ValueError, ConnectionError) as e:
-                self._event("bad_token", peer=str(addr), why=f"no hello: {e}"); conn.close(); return
-            if hello.get("op") != "hello" or not hmac.compare_digest(str(hello.get("token", "")).encode(), self.token.encode()):
-                self._event("bad_token", peer=str(addr))
-                self._reply_and_close(conn, {"ok": False, "error": "refused: bad or missing token"}); return
-            ws = self.arm.workspace
-            send_message(conn, {"ok": True, "workspace": [list(ws.low), list(ws.high)], "control_period": self.arm.control_period,
-                                "camera": getattr(self.arm, "camera", {}), "max_rate_hz": self.max_rate_hz,
-                                "max_step": self.max_step, "max_rotation": self.max_rotation, "heartbeat_timeout": self.heartbeat_timeout})
-            self._event("connected", peer=str(addr))
-            last_step, why = -np.inf, "the server stopped"
-            while not self._stopping.is_set():
+                msg, _ = recv_message(conn, max_payload=0)
+            except socket.timeout:
+                why = f"no heartbeat for {self.heartbeat_timeout:g} s"; break
+            except (OSError, ValueError) as e:
+                why = f"connection lost: {e}"; break
+            op = msg.get("op")
+            if op == "ping":
+                send_message(conn, {"ok": True})
+            elif op == "close":
+                send_message(conn, {"ok": True}); return
+            elif op == "reset":
+                self._send_obs(conn, self.arm.reset(int(msg.get("seed", 0))))
+            elif op == "step":
+                now = time.monotonic()
+                if now - last_step < 1 / self.max_rate_hz:
+                    self._refuse(conn, f"rate limited: at most {self.max_rate_hz:g} steps a second; the arm did not move"); continue
                 try:
-                    msg, _ = recv_message(conn, max_payload=0)
-                except socket.timeout:
-                    why = f"no heartbeat for {self.heartbeat_timeout:g} s"; break
-                except (OSError, ValueError) as e:
-                    why = f"connection lost: {e}"; break
-                op = msg.get("op")
-                if op == "ping":
-                    send_message(conn, {"ok": True})
-                elif op == "close":
-                    send_message(conn, {"ok": True}); return
-                elif op == "reset":
-                    self._send_obs(conn, self.arm.reset(int(msg.get("seed", 0))))
-                elif op == "step":
-                    now = time.monotonic()
-                    if now - last_step < 1 / self.max_rate_hz:
-                        self._refuse(conn, f"rate limited: at most {self.max_rate_hz:g} steps a second; the arm did not move"); continue
-                    try:
-                        action = self._guard(msg.get("action"))
-                    except ValueError as e:
-                        self._refuse(conn, str(e)); continue
-                    last_step = now
-                    obs = self.arm.step(action["action"])
-                    obs.info = {**obs.info, **action["info"]}
-                    self.steps_taken += 1
-                    self._send_obs(conn, obs)
-                else:
-                    self._refuse(conn, f"unknown op {op!r}")
-            self._hold(why)
-        finally:
-            self._conn = None
-            conn.close()
-            self._busy.release()
+                    action = self._guard(msg.get("action"))
+                except ValueError as e:
+                    self._refuse(conn, str(e)); continue
+                last_step = now
+                obs = self.arm.step(action["action"])
+                obs.info = {**obs.info, **action["info"]}
+                self.steps_taken += 1
+                self._send_obs(conn, obs)
+            else:
+                self._refuse(conn, f"unknown op {op!r}")
+        self._hold(why)
+    finally:
+        self._conn = None
+        conn.close()
+        self._busy.release()
 
-    def _refuse(self, conn, why: str):
-        self._event("refused", why=why)
-        send_message(conn, {"ok": False, "error": why})
+@patch
+def _refuse(self: ArmServer, conn, why: str):
+    self._event("refused", why=why)
+    send_message(conn, {"ok": False, "error": why})
 
-    def _guard(self, raw) -> dict:
-        "The action, checked (seven finite reals), clipped to the per-step limits, its target inside the workspace."
-        try:
-            a = check_action(np.asarray(raw if raw is not None else [], dtype=float))
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"refused: {e}") from None
-        info = {"server_clipped_step": False}
-        n = np.linalg.norm(a[:3])
-        if n > self.max_step:
-            a[:3] *= self.max_step / n; info["server_clipped_step"] = True
-        if np.abs(a[3:6]).max() > self.max_rotation:
-            a[3:6] = np.clip(a[3:6], -self.max_rotation, self.max_rotation); info["server_clipped_step"] = True
-        if self.state is not None:
-            target = self.state[:3] + a[:3]
-            ws = self.arm.workspace
-            if (target < np.asarray(ws.low) - 1e-9).any() or (target > np.asarray(ws.high) + 1e-9).any():
-                raise ValueError(f"refused: the target {np.round(target, 4).tolist()} lies outside the workspace "
-                                 f"{list(ws.low)}..{list(ws.high)}; the arm did not move")
-        return {"action": a, "info": info}
+@patch
+def _send_obs(self: ArmServer, conn, obs: Observation):
+    self.state = np.asarray(obs.state, float)
+    frame = np.ascontiguousarray(obs.frame, dtype=np.uint8)
+    send_message(conn, {"ok": True, "state": obs.state, "time": obs.time, "info": obs.info, "shape": frame.shape}, frame.tobytes())
 
-    def _send_obs(self, conn, obs: Observation):
-        self.state = np.asarray(obs.state, float)
-        frame = np.ascontiguousarray(obs.frame, dtype=np.uint8)
-        send_message(conn, {"ok": True, "state": obs.state, "time": obs.time, "info": obs.info, "shape": frame.shape}, frame.tobytes())
+# %% ../nbs/13c_remote.ipynb #b91493a6
+@patch
+def _guard(self: ArmServer, raw) -> dict:
+    "The action, checked (seven finite reals), clipped to the per-step limits, its target inside the workspace."
+    try:
+        a = check_action(np.asarray(raw if raw is not None else [], dtype=float))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"refused: {e}") from None
+    info = {"server_clipped_step": False}
+    n = np.linalg.norm(a[:3])
+    if n > self.max_step:
+        a[:3] *= self.max_step / n; info["server_clipped_step"] = True
+    if np.abs(a[3:6]).max() > self.max_rotation:
+        a[3:6] = np.clip(a[3:6], -self.max_rotation, self.max_rotation); info["server_clipped_step"] = True
+    if self.state is not None:
+        target = self.state[:3] + a[:3]
+        ws = self.arm.workspace
+        if (target < np.asarray(ws.low) - 1e-9).any() or (target > np.asarray(ws.high) + 1e-9).any():
+            raise ValueError(f"refused: the target {np.round(target, 4).tolist()} lies outside the workspace "
+                             f"{list(ws.low)}..{list(ws.high)}; the arm did not move")
+    return {"action": a, "info": info}
 
 # %% ../nbs/13c_remote.ipynb #2ada2660
 class RemoteArmError(RuntimeError):
