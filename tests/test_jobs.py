@@ -126,6 +126,12 @@ def test_pipeline_end_to_end_tiny(tmp_path):
         assert summary[f"mean_final_distance_cm_{task}"] == pytest.approx(episodes.loc["custom", "final_distance_cm"])
         assert [r["planner"] for r in summary["success_by_task"][task]] == ["custom", "oracle", "random", "still"]
     assert summary["reach_success_rate"] == summary["success_rate_reach"]
+    # each failure of the tiny model's grasp has a cause, from its energies (a success needs none)
+    grasp = json.loads((out / "robot_session_grasp" / "summary.json").read_text())
+    failed = int((~pd.read_csv(out / "robot_session_grasp" / "episodes.csv").query("planner == 'custom'").success).sum())
+    assert sum(grasp["failure_causes"].values()) == failed and set(grasp["failure_causes"]) <= {"model", "barrier", "search"}
+    assert not failed or (out / "robot_session_grasp" / "failure_causes.csv").exists()
+    assert summary.get("failure_causes_by_task", {}).get("grasp", {}) == grasp["failure_causes"]
     for stage in ("collect_sim", "pretrain", "train_ac", "eval_energy", "robot_session", "robot_session_grasp"):
         assert (out / f"{stage}.ipynb").exists() and (out / stage / "summary.json").exists()
     # the rollout explorer runs on that model
