@@ -121,7 +121,7 @@ class ArmServer:
             hold()
         self._event("held", why=why)
 
-# %% ../nbs/13c_remote.ipynb #2fcecc40
+# %% ../nbs/13c_remote.ipynb #92398a2a
 @patch
 def _serve_client(self: ArmServer, conn: socket.socket, addr):
     self._conn = conn
@@ -186,7 +186,7 @@ def _send_obs(self: ArmServer, conn, obs: Observation):
     frame = np.ascontiguousarray(obs.frame, dtype=np.uint8)
     send_message(conn, {"ok": True, "state": obs.state, "time": obs.time, "info": obs.info, "shape": frame.shape}, frame.tobytes())
 
-# %% ../nbs/13c_remote.ipynb #b91493a6
+# %% ../nbs/13c_remote.ipynb #c17d3c46
 @patch
 def _guard(self: ArmServer, raw) -> dict:
     "The action, checked (seven finite reals), clipped to the per-step limits, its target inside the workspace."
