@@ -17,13 +17,13 @@ import torch
 from .collect import write_recording
 from .data import write_video
 from .episodes import Episode
-from .planning import GRIPPER_LIMIT, PRESETS, energy, run_mpc
-from .tasks import TASKS, goal_distance_cm, make_task, scripted_episode, sim_only, success
+from .planning import GRIPPER_LIMIT, PRESETS, action_energies, energy, run_mpc
+from .tasks import SUBGOALS, TASKS, goal_distance_cm, make_task, scripted_episode, sim_only, success
 from .world_model import encode_frames, world_model_encoder
 
 # %% auto #0
 __all__ = ['REFERENCES', 'CAUSES', 'episode_video', 'goal_frames', 'run_episodes', 'wilson_interval', 'success_table',
-           'reference_episodes', 'failure_causes']
+           'reference_episodes', 'failure_causes', 'gripper_response']
 
 # %% ../nbs/19a_sessions.ipynb #8ce85c6b
 def episode_video(frames, goals: list, goal_index: list, energies: list, bar: int = 4) -> np.ndarray:
@@ -170,4 +170,27 @@ def failure_causes(arm, wm, task: str, seeds: list, out, name: str = "main", tag
         cause = "model" if imagined < 0.5 * seen else "barrier" if climbs else "search"
         rows.append(dict(episode=i, seed=seed, imagined=imagined, seen=float(seen), path_start=float(path[0]), path_dip=float(low[t]),
                          path_climb=float(path[t]), path_end=float(path[-1]), cause=cause, path=path.tolist(), seen_path=seen_path.tolist()))
+    return pd.DataFrame(rows)
+
+# %% ../nbs/19a_sessions.ipynb #5ace0a18
+def gripper_response(arm, wm, task: str, seeds: list) -> pd.DataFrame:
+    """Per seed of a cube task: at the end of its scripted descent, the predicted energies towards the closed-gripper frame of
+    closing as the script did, standing still and the best 1 cm move, the seen energy between the two frames, and whether
+    closing is the lowest."""
+    if task not in SUBGOALS or task == "pick_and_place":
+        raise ValueError(f"gripper_response needs a task that grasps from the start, one of {[t for t in SUBGOALS if t != 'pick_and_place']}")
+    encoder, rows = world_model_encoder(wm), []
+    moves = np.concatenate([np.eye(7)[:3] * 0.01, -np.eye(7)[:3] * 0.01])
+    for seed in seeds:
+        inst, ends = make_task(arm, task, seed), {}
+        arm.reset(seed)
+        for _ in scripted_episode(inst, arm, on_phase_end=lambda phase, o: ends.__setitem__(phase, (o.frame, arm.state().copy()))):
+            pass
+        (open_frame, open_state), (closed_frame, closed_state) = ends["descend"], ends["close"]
+        close = np.eye(7)[6] * (closed_state[6] - open_state[6])
+        e = action_energies(wm, np.stack([open_frame, closed_frame]), np.stack([open_state, closed_state]),
+                            np.vstack([close, np.zeros(7), moves])).numpy()
+        reps = encode_frames(encoder, torch.as_tensor(np.stack([open_frame, closed_frame])), encoder.cfg.img_size)
+        rows.append(dict(seed=seed, close=float(e[0]), still=float(e[1]), best_move=float(e[2:].min()),
+                         seen=float(energy(reps[:1], reps[1:])[0]), close_lowest=bool(e[0] < e[1:].min())))
     return pd.DataFrame(rows)
