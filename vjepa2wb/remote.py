@@ -80,46 +80,52 @@ class ArmServer:
         self.events.append({"time": time.time(), "event": kind, **what})
         log.warning("arm server: %s %s", kind, what) if kind in ("refused", "held", "bad_token") else log.info("arm server: %s %s", kind, what)
 
-    def start(self) -> "ArmServer":
-        self._thread = threading.Thread(target=self.serve_forever, daemon=True, name="arm-server")
-        self._thread.start()
-        return self
+# %% ../nbs/13c_remote.ipynb #f5eada60
+@patch
+def start(self: ArmServer) -> "ArmServer":
+    self._thread = threading.Thread(target=self.serve_forever, daemon=True, name="arm-server")
+    self._thread.start()
+    return self
 
-    def serve_forever(self):
-        self.sock.settimeout(0.2)
-        while not self._stopping.is_set():
-            try:
-                conn, addr = self.sock.accept()
-            except (socket.timeout, OSError):
-                continue
-            if not self._busy.acquire(blocking=False):
-                self._reply_and_close(conn, {"ok": False, "error": "the arm is busy with another client"}); continue
-            threading.Thread(target=self._serve_client, args=(conn, addr), daemon=True).start()
-
-    def _reply_and_close(self, conn, header):
+@patch
+def serve_forever(self: ArmServer):
+    self.sock.settimeout(0.2)
+    while not self._stopping.is_set():
         try:
-            send_message(conn, header)
+            conn, addr = self.sock.accept()
+        except (socket.timeout, OSError):
+            continue
+        if not self._busy.acquire(blocking=False):
+            self._reply_and_close(conn, {"ok": False, "error": "the arm is busy with another client"}); continue
+        threading.Thread(target=self._serve_client, args=(conn, addr), daemon=True).start()
+
+@patch
+def _reply_and_close(self: ArmServer, conn, header):
+    try:
+        send_message(conn, header)
+    except OSError:
+        pass
+    conn.close()
+
+@patch
+def stop(self: ArmServer):
+    "Stop serving: the client's connection is cut (the arm holds) and the port closed."
+    self._stopping.set()
+    self.sock.close()
+    if self._conn is not None:
+        try:
+            self._conn.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
-        conn.close()
+    if self._thread is not None:
+        self._thread.join(timeout=5)
 
-    def stop(self):
-        "Stop serving: the client's connection is cut (the arm holds) and the port closed."
-        self._stopping.set()
-        self.sock.close()
-        if self._conn is not None:
-            try:
-                self._conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def _hold(self, why: str):
-        hold = getattr(self.arm, "hold", None)
-        if hold is not None:
-            hold()
-        self._event("held", why=why)
+@patch
+def _hold(self: ArmServer, why: str):
+    hold = getattr(self.arm, "hold", None)
+    if hold is not None:
+        hold()
+    self._event("held", why=why)
 
 # %% ../nbs/13c_remote.ipynb #92398a2a
 @patch
@@ -175,6 +181,7 @@ def _serve_client(self: ArmServer, conn: socket.socket, addr):
         conn.close()
         self._busy.release()
 
+# %% ../nbs/13c_remote.ipynb #cdafa628
 @patch
 def _refuse(self: ArmServer, conn, why: str):
     self._event("refused", why=why)
