@@ -239,10 +239,8 @@ def reset(self: SimArm, seed: int = 0) -> Observation:
     mj.mj_forward(m, d)
     for _ in range(50):                       # let the objects settle on the table
         mj.mj_step(m, d)
-    self._t = 0.0
+    self._t, self.gripper_command = 0.0, 0.0
     return self._observe()
-
-
 
 @patch
 def _move(self: SimArm, action: np.ndarray) -> Observation:
@@ -255,7 +253,9 @@ def _move(self: SimArm, action: np.ndarray) -> Observation:
         a[3:6] = np.clip(a[3:6], -self.max_rotation, self.max_rotation); info["clipped_step"] = True
     state = self.state()
     target = compute_new_pose(torch.from_numpy(state), torch.from_numpy(a)).numpy()
-    info["clipped_gripper"] = not 0.0 <= state[6] + a[6] <= 1.0
+    want = self.gripper_command + a[6]          # the change is to the commanded closedness, as on FrankaArm
+    target[6] = self.gripper_command = float(np.clip(want, 0.0, 1.0))
+    info["clipped_gripper"] = bool(want != target[6])
     xyz = self.workspace.clip(target[:3])
     if not np.allclose(xyz, target[:3]):
         target[:3] = xyz; info["clipped_workspace"] = True

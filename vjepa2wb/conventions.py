@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -79,6 +80,7 @@ class StateConvention:
     gripper_form: str = "closedness"
     gripper_max: float | None = None
     actions: str = "from_states"
+    gripper_command: str | None = None
     name: str = "custom"
 
     def __post_init__(self):
@@ -88,7 +90,8 @@ class StateConvention:
             raise ValueError(f"gripper_form {self.gripper_form!r}: choose one of {list(GRIPPER_FORMS)}")
         if self.gripper_form == "width" and not (self.gripper_max and self.gripper_max > 0):
             raise ValueError("gripper_form 'width' needs gripper_max, the fully open width in metres")
-        for ref in (self.position, self.orientation, self.gripper) + (() if self.actions == "from_states" else (self.actions,)):
+        for ref in (self.position, self.orientation, self.gripper) + (() if self.actions == "from_states" else (self.actions,)) \
+                + ((self.gripper_command,) if self.gripper_command else ()):
             parse_column(ref)
 
     @property
@@ -101,17 +104,25 @@ class StateConvention:
         "The 7-D states `[T, 7]` of `columns` (name -> array)."
         pos = select(columns, self.position, 3, where)
         rot = orientation_to_euler(select(columns, self.orientation, ROTATIONS[self.rotation], where), self.rotation, where)
-        g = select(columns, self.gripper, 1, where)
-        g = {"closedness": g, "openness": 1 - g, "width": 1 - g / (self.gripper_max or 1)}[self.gripper_form]
-        return np.concatenate([pos, rot, g], 1)
+        return np.concatenate([pos, rot, self._closedness(select(columns, self.gripper, 1, where))], 1)
+
+    def _closedness(self, g: np.ndarray) -> np.ndarray:
+        return {"closedness": g, "openness": 1 - g, "width": 1 - g / (self.gripper_max or 1)}[self.gripper_form]
 
     def to_actions(self, columns, states: np.ndarray, where: str = "the dataset") -> np.ndarray:
-        "Actions `[T, 7]` (the last row zero when derived): from the states, or the declared column."
+        """Actions `[T, 7]` (the last row zero when derived): from the states, the gripper's from its command where
+        recorded; or the declared column."""
         if self.actions != "from_states":
             return select(columns, self.actions, 7, where)
         out = np.zeros_like(states)
         if len(states) > 1:
             out[:-1] = poses_to_diffs(torch.from_numpy(states)).numpy()
+            if self.gripper_command and parse_column(self.gripper_command)[0] in columns:
+                command = self._closedness(select(columns, self.gripper_command, 1, where))[:, 0]
+                out[:-1, 6] = np.diff(np.concatenate([states[:1, 6], command]))[:-1]   # row t: command after t minus before
+            elif self.gripper_command:
+                warnings.warn(f"{where}: no column {self.gripper_command!r} of the commanded gripper; its actions take the "
+                              "change of the measured closedness, which cannot hold an object (see gripper_command)")
         return out
 
     def to_dict(self) -> dict:
@@ -119,11 +130,12 @@ class StateConvention:
 
 # %% ../nbs/14a_conventions.ipynb #5e12b00d
 CONVENTIONS = {
-    # the workbench's own LeRobot sets: observation.state = x, y, z, roll, pitch, yaw, closedness
-    "vjepa2wb": StateConvention(name="vjepa2wb"),
+    # the workbench's own LeRobot sets: observation.state = x, y, z, roll, pitch, yaw, closedness; the command beside it
+    "vjepa2wb": StateConvention(gripper_command="action.gripper_position", name="vjepa2wb"),
     # DROID raw trajectory.h5 (and the workbench's DROID-like folders)
     "droid_raw": StateConvention("observation/robot_state/cartesian_position[0:3]", "observation/robot_state/cartesian_position[3:6]",
-                                 gripper="observation/robot_state/gripper_position", name="droid_raw"),
+                                 gripper="observation/robot_state/gripper_position", gripper_command="action/gripper_position",
+                                 name="droid_raw"),
     # LeRobot ports of DROID (lerobot/droid_1.0.1 and kin): the pose beside the joints
     "lerobot_droid": StateConvention("observation.state.cartesian_position[0:3]", "observation.state.cartesian_position[3:6]",
                                      gripper="observation.state.gripper_position", name="lerobot_droid"),

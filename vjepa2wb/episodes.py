@@ -29,10 +29,10 @@ CAMERA = "exterior"
 # %% auto #0
 __all__ = ['CAMERA', 'DROID_CAMERAS', 'DROID_FPS', 'STATE_NAMES', 'SAME_EPISODES', 'Episode', 'BadEpisode', 'check_recording',
            'check_episode', 'nearest_indices', 'clip_starts', 'clip_indices', 'resample_indices', 'read_frames_at',
-           'Recording', 'write_droid', 'droid_metadata', 'droid_video', 'open_droid', 'droid_paths_csv',
-           'write_lerobot', 'lerobot_episodes', 'video_keys', 'lerobot_camera', 'open_lerobot', 'read_npz',
-           'lerobot_indices', 'find_episodes', 'describe_episode', 'episode_label', 'episode_cameras', 'open_episode',
-           'read_episode', 'load_episode', 'RobotClips', 'collate_robot']
+           'Recording', 'commanded_gripper', 'write_droid', 'droid_metadata', 'droid_video', 'open_droid',
+           'droid_paths_csv', 'write_lerobot', 'lerobot_episodes', 'video_keys', 'lerobot_camera', 'open_lerobot',
+           'read_npz', 'lerobot_indices', 'find_episodes', 'describe_episode', 'episode_label', 'episode_cameras',
+           'open_episode', 'read_episode', 'load_episode', 'RobotClips', 'collate_robot']
 
 # %% ../nbs/15_episodes.ipynb #b17a837e
 @dataclass
@@ -224,6 +224,13 @@ def _table(where: str, columns, conv: StateConvention, timestamps, fps: float, f
     return Recording(where, states, actions, timestamps, fps, frames, extrinsics, meta or {})
 
 # %% ../nbs/15_episodes.ipynb #b82f867a
+def commanded_gripper(ep: Episode) -> np.ndarray:
+    "The commanded closedness `[T]` after each frame's action: from the first frame's closedness, the last command plus the change, within [0, 1]."
+    command, out = float(ep.states[0, 6]), np.empty(len(ep.states))
+    for t, change in enumerate(ep.actions[:, 6]):
+        command = out[t] = min(max(command + float(change), 0.0), 1.0)
+    return out
+
 def write_droid(ep: Episode, root, episode_id: str, camera_extrinsics=(1.45, 0.85, 1.05, 0.0, 0.0, 0.0)) -> Path:
     "Write `ep` as `root/episode_id/` in the DROID raw layout, atomically."
     import h5py
@@ -241,6 +248,7 @@ def write_droid(ep: Episode, root, episode_id: str, camera_extrinsics=(1.45, 0.8
         h[f"observation/camera_extrinsics/{CAMERA}_left"] = ext
         h[f"observation/camera_type/{CAMERA}"] = np.ones(T, np.int64)
         h["action/commanded_delta"] = ep.actions
+        h["action/gripper_position"] = commanded_gripper(ep)
         h["observation/timestamp/robot_state/robot_timestamp_seconds"] = seconds.astype(np.int64)
         h["observation/timestamp/robot_state/robot_timestamp_nanos"] = np.round((ep.timestamps - seconds) * 1e9).astype(np.int64)
     mp4 = f"recordings/MP4/{CAMERA}.mp4"
@@ -360,7 +368,8 @@ def _lerobot_info(version: str, fps: float, shape, total_episodes: int, total_fr
             **({"data_files_size_in_mb": 100, "video_files_size_in_mb": 200} if v3 else {"total_chunks": 1, "total_videos": total_episodes}),
             "data_path": _V30_DATA if v3 else _V21_DATA, "video_path": _V30_VIDEO if v3 else _V21_VIDEO,
             "features": {f"observation.images.{CAMERA}": video, "observation.state": vec(STATE_NAMES),
-                         "action": vec([f"d{n}" for n in STATE_NAMES]), "timestamp": scalar("float32"),
+                         "action": vec([f"d{n}" for n in STATE_NAMES]), "action.gripper_position": scalar("float32"),
+                         "timestamp": scalar("float32"),
                          "frame_index": scalar("int64"), "episode_index": scalar("int64"), "index": scalar("int64"),
                          "task_index": scalar("int64")}}
 
@@ -406,6 +415,7 @@ def write_lerobot(ep: Episode, root, task: str = "explore", version: str = "v2.1
     data, video = root / (_V30_DATA if v3 else _V21_DATA).format(**fmt), root / (_V30_VIDEO if v3 else _V21_VIDEO).format(**fmt)
     data.parent.mkdir(parents=True, exist_ok=True); video.parent.mkdir(parents=True, exist_ok=True)
     df = pd.DataFrame({"observation.state": list(ep.states.astype(np.float32)), "action": list(ep.actions.astype(np.float32)),
+                       "action.gripper_position": commanded_gripper(ep).astype(np.float32),
                        "timestamp": ep.timestamps.astype(np.float32), "frame_index": np.arange(T),
                        "episode_index": i, "index": start + np.arange(T), "task_index": task_index})
     write_atomic(data, df.to_parquet(index=False))

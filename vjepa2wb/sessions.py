@@ -175,7 +175,7 @@ def failure_causes(arm, wm, task: str, seeds: list, out, name: str = "main", tag
 # %% ../nbs/19a_sessions.ipynb #5ace0a18
 def gripper_response(arm, wm, task: str, seeds: list) -> pd.DataFrame:
     """Per seed of a cube task: at the end of its scripted descent, the predicted energies towards the closed-gripper frame of
-    closing as the script did, standing still and the best 1 cm move, the seen energy between the two frames, and whether
+    closing fully as the script does, standing still and the best 1 cm move, the seen energy between the two frames, and whether
     closing is the lowest."""
     if task not in SUBGOALS or task == "pick_and_place":
         raise ValueError(f"gripper_response needs a task that grasps from the start, one of {[t for t in SUBGOALS if t != 'pick_and_place']}")
@@ -187,9 +187,8 @@ def gripper_response(arm, wm, task: str, seeds: list) -> pd.DataFrame:
         for _ in scripted_episode(inst, arm, on_phase_end=lambda phase, o: ends.__setitem__(phase, (o.frame, arm.state().copy()))):
             pass
         (open_frame, open_state), (closed_frame, closed_state) = ends["descend"], ends["close"]
-        close = np.eye(7)[6] * (closed_state[6] - open_state[6])
         e = action_energies(wm, np.stack([open_frame, closed_frame]), np.stack([open_state, closed_state]),
-                            np.vstack([close, np.zeros(7), moves])).numpy()
+                            np.vstack([np.eye(7)[6], np.zeros(7), moves])).numpy()
         reps = encode_frames(encoder, torch.as_tensor(np.stack([open_frame, closed_frame])), encoder.cfg.img_size)
         rows.append(dict(seed=seed, close=float(e[0]), still=float(e[1]), best_move=float(e[2:].min()),
                          seen=float(energy(reps[:1], reps[1:])[0]), close_lowest=bool(e[0] < e[1:].min())))

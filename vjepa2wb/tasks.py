@@ -37,13 +37,15 @@ class TaskInstance:
 def _wrap(a):
     return (a + np.pi) % (2 * np.pi) - np.pi
 
-def move_toward(state: np.ndarray, target_xyz, gripper: float, yaw: float = 0.0, max_step: float = 0.05) -> np.ndarray:
-    "A 7D action taking `state` towards `target_xyz` (at most `max_step`), turning by `yaw`, commanding `gripper`."
+def move_toward(state: np.ndarray, target_xyz, gripper: float, yaw: float = 0.0, max_step: float = 0.05,
+                commanded: float | None = None) -> np.ndarray:
+    """A 7D action taking `state` towards `target_xyz` (at most `max_step`), turning by `yaw`, commanding closedness
+    `gripper` from the `commanded` one (default: the measured `state[6]`)."""
     d = np.asarray(target_xyz, float) - state[:3]
     n = np.linalg.norm(d)
     if n > max_step:
         d *= max_step / n
-    return np.concatenate([d, [0.0, 0.0, yaw], [gripper - state[6]]])
+    return np.concatenate([d, [0.0, 0.0, yaw], [gripper - (state[6] if commanded is None else commanded)]])
 
 # %% ../nbs/14_tasks.ipynb #22acb069
 def _heading(arm: SimArm) -> float:
@@ -127,7 +129,8 @@ def scripted_episode(task: TaskInstance, arm: SimArm, max_steps: int = 80, on_ph
                 yaw = _wrap(((_cube_yaw(arm) - _heading(arm)) + np.pi / 4) % (np.pi / 2) - np.pi / 4)
                 aligned = abs(yaw) < 0.02
             holding = grip > 0.5 and name != "close"
-            a = move_toward(s, target, grip, yaw=float(np.clip(yaw, -0.3, 0.3)), max_step=0.03 if holding else 0.05)
+            a = move_toward(s, target, grip, yaw=float(np.clip(yaw, -0.3, 0.3)), max_step=0.03 if holding else 0.05,
+                            commanded=arm.gripper_command)
             if noise:
                 a[:3] += rng.normal(0.0, noise, 3)
             obs = arm.step(a)
