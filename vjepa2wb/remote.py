@@ -95,7 +95,7 @@ def serve_forever(self: ArmServer):
             conn, addr = self.sock.accept()
         except (socket.timeout, OSError):
             continue
-        if not self._busy.acquire(blocking=False):
+        if not self._busy.acquire(timeout=0.5):     # a moment's grace: the last client may be letting go
             self._reply_and_close(conn, {"ok": False, "error": "the arm is busy with another client"}); continue
         threading.Thread(target=self._serve_client, args=(conn, addr), daemon=True).start()
 
