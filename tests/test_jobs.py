@@ -132,6 +132,10 @@ def test_pipeline_end_to_end_tiny(tmp_path):
     assert sum(grasp["failure_causes"].values()) == failed and set(grasp["failure_causes"]) <= {"model", "barrier", "search"}
     assert not failed or (out / "robot_session_grasp" / "failure_causes.csv").exists()
     assert summary.get("failure_causes_by_task", {}).get("grasp", {}) == grasp["failure_causes"]
+    # and whether it predicts the grasp, per seed, in the run's summary too
+    response = pd.read_csv(out / "robot_session_grasp" / "gripper_response.csv")
+    assert list(response.seed) == [1000] and grasp["gripper_close_lowest_share"] == response.close_lowest.mean()
+    assert summary["gripper_close_lowest_share_grasp"] == grasp["gripper_close_lowest_share"]
     for stage in ("collect_sim", "pretrain", "train_ac", "eval_energy", "robot_session", "robot_session_grasp"):
         assert (out / f"{stage}.ipynb").exists() and (out / stage / "summary.json").exists()
     # the rollout explorer runs on that model
