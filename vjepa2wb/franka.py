@@ -177,59 +177,66 @@ class FrankaSim:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def start(self, timeout: float = 60.0) -> "FrankaSim":
-        if self.alive:
-            return self
-        if not self.available:
-            raise FileNotFoundError(f"franka-sim is not set up: {self.python} or {self.launcher} is missing (make franka-sim-venv)")
-        if _listening(FRANKA_SIM_PORT):
-            raise RuntimeError(f"something already listens on {FRANKA_SIM_HOST}:{FRANKA_SIM_PORT} (another franka-sim?): stop it first")
-        if self.log is None:                                      # a folder of our own, removed after a clean stop
-            self.log = Path(tempfile.mkdtemp(prefix="franka-sim-")) / "sim.log"
-            self._own_dir = self.log.parent
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        self.out = self.log.with_suffix(".out")
-        with open(self.out, "wb") as out:
-            self.proc = subprocess.Popen([str(self.python), str(self.launcher), "--log", str(self.log), "--exit-with-parent", *self.args],
-                                         stdout=out, stderr=subprocess.STDOUT, cwd=str(self.root), start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"franka-sim exited with {self.proc.returncode}: {self._tail()}")
-            if "franka-sim ready" in self.out.read_text(errors="replace") and _listening(FRANKA_SIM_PORT):
-                return self
-            time.sleep(0.1)
-        self.stop()
-        raise TimeoutError(f"franka-sim did not serve {FRANKA_SIM_HOST}:{FRANKA_SIM_PORT} within {timeout:g} s: {self._tail()}")
-
-    def _tail(self, n: int = 1500) -> str:
-        paths = (getattr(self, "out", None), self.log)
-        texts = [p.read_text(errors="replace")[-n:] for p in paths if p is not None and p.exists()]
-        return " | ".join(texts) or "(no output)"
-
-    def stop(self, timeout: float = 10.0):
-        "SIGTERM, then SIGKILL after `timeout` s; returns the exit code."
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill(); self.proc.wait(5)
-        own = getattr(self, "_own_dir", None)
-        if own is not None and self.proc.returncode == 0:
-            shutil.rmtree(own, ignore_errors=True)
-            self.log, self._own_dir = None, None
-        return self.proc.returncode
-
-    def kill(self):
-        "SIGKILL: the sim dies as a crash or a pulled cable would end it."
-        if self.alive:
-            self.proc.kill(); self.proc.wait(5)
-
     def __enter__(self): return self.start()
     def __exit__(self, *exc): self.stop()
+
+
+# %% ../nbs/13a_franka.ipynb #e5f8b2e3
+@patch
+def start(self: FrankaSim, timeout: float = 60.0) -> "FrankaSim":
+    if self.alive:
+        return self
+    if not self.available:
+        raise FileNotFoundError(f"franka-sim is not set up: {self.python} or {self.launcher} is missing (make franka-sim-venv)")
+    if _listening(FRANKA_SIM_PORT):
+        raise RuntimeError(f"something already listens on {FRANKA_SIM_HOST}:{FRANKA_SIM_PORT} (another franka-sim?): stop it first")
+    if self.log is None:                                      # a folder of our own, removed after a clean stop
+        self.log = Path(tempfile.mkdtemp(prefix="franka-sim-")) / "sim.log"
+        self._own_dir = self.log.parent
+    self.log.parent.mkdir(parents=True, exist_ok=True)
+    self.out = self.log.with_suffix(".out")
+    with open(self.out, "wb") as out:
+        self.proc = subprocess.Popen([str(self.python), str(self.launcher), "--log", str(self.log), "--exit-with-parent", *self.args],
+                                     stdout=out, stderr=subprocess.STDOUT, cwd=str(self.root), start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"franka-sim exited with {self.proc.returncode}: {self._tail()}")
+        if "franka-sim ready" in self.out.read_text(errors="replace") and _listening(FRANKA_SIM_PORT):
+            return self
+        time.sleep(0.1)
+    self.stop()
+    raise TimeoutError(f"franka-sim did not serve {FRANKA_SIM_HOST}:{FRANKA_SIM_PORT} within {timeout:g} s: {self._tail()}")
+
+@patch
+def _tail(self: FrankaSim, n: int = 1500) -> str:
+    paths = (getattr(self, "out", None), self.log)
+    texts = [p.read_text(errors="replace")[-n:] for p in paths if p is not None and p.exists()]
+    return " | ".join(texts) or "(no output)"
+
+@patch
+def stop(self: FrankaSim, timeout: float = 10.0):
+    "SIGTERM, then SIGKILL after `timeout` s; returns the exit code."
+    if self.proc is None:
+        return None
+    if self.proc.poll() is None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill(); self.proc.wait(5)
+    own = getattr(self, "_own_dir", None)
+    if own is not None and self.proc.returncode == 0:
+        shutil.rmtree(own, ignore_errors=True)
+        self.log, self._own_dir = None, None
+    return self.proc.returncode
+
+@patch
+def kill(self: FrankaSim):
+    "SIGKILL: the sim dies as a crash or a pulled cable would end it."
+    if self.alive:
+        self.proc.kill(); self.proc.wait(5)
+
 
 # %% ../nbs/13a_franka.ipynb #5bc8f859
 class _GripperWorker:
@@ -254,33 +261,6 @@ class _GripperWorker:
                 pass
             self.q.put_nowait(command)
 
-    def _run(self):
-        while True:
-            try:
-                cmd = self.q.get(timeout=0.1)
-            except queue.Empty:
-                cmd = ()
-            if cmd is None:
-                return
-            try:
-                if cmd:
-                    name, width, speed, force = cmd
-                    t = time.monotonic()
-                    ok = (self.gripper.grasp(width, speed, force, 0.005, self.max_width) if name == "grasp"
-                          else self.gripper.move(width, speed))
-                    self.last = {"command": name, "width": width, "ok": bool(ok), "seconds": round(time.monotonic() - t, 3)}
-                gs = self.gripper.read_once()
-                self.width, self.read_at, self.error = float(gs.width), time.monotonic(), None
-            except Exception as e:                # the hand's errors are reported, never raised on this thread
-                self.error = f"{getattr(e, 'kind', type(e).__name__)}: {e}"
-                if cmd:
-                    self.last = {"command": cmd[0], "width": cmd[1], "ok": False, "error": self.error}
-                time.sleep(0.2)
-            finally:
-                with self._lock:
-                    if cmd and self.q.empty():
-                        self.busy = False
-
     def closedness(self) -> float:
         return float(np.clip(1.0 - self.width / self.max_width, 0.0, 1.0))
 
@@ -298,6 +278,36 @@ class _GripperWorker:
         self.q.put(None)
         self.thread.join(timeout)
 
+# %% ../nbs/13a_franka.ipynb #d3e01d96
+@patch
+def _run(self: _GripperWorker):
+    while True:
+        try:
+            cmd = self.q.get(timeout=0.1)
+        except queue.Empty:
+            cmd = ()
+        if cmd is None:
+            return
+        try:
+            if cmd:
+                name, width, speed, force = cmd
+                t = time.monotonic()
+                ok = (self.gripper.grasp(width, speed, force, 0.005, self.max_width) if name == "grasp"
+                      else self.gripper.move(width, speed))
+                self.last = {"command": name, "width": width, "ok": bool(ok), "seconds": round(time.monotonic() - t, 3)}
+            gs = self.gripper.read_once()
+            self.width, self.read_at, self.error = float(gs.width), time.monotonic(), None
+        except Exception as e:                # the hand's errors are reported, never raised on this thread
+            self.error = f"{getattr(e, 'kind', type(e).__name__)}: {e}"
+            if cmd:
+                self.last = {"command": cmd[0], "width": cmd[1], "ok": False, "error": self.error}
+            time.sleep(0.2)
+        finally:
+            with self._lock:
+                if cmd and self.q.empty():
+                    self.busy = False
+
+
 # %% ../nbs/13a_franka.ipynb #ea9c5da6
 def _close_at_exit(ref):
     arm = ref()
@@ -307,6 +317,25 @@ def _close_at_exit(ref):
 # %% ../nbs/13a_franka.ipynb #512097cc
 def _loopback(host: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
+
+# %% ../nbs/13a_franka.ipynb #6c6c364b
+def _check_arguments(host, anchor: str, grasp_threshold: float, gripper_deadband: float, home_q, **positive) -> np.ndarray:
+    "FrankaArm's arguments, checked before anything connects (`positive`: the ones that must be positive); `home_q` back as an array."
+    if not isinstance(host, str) or not host:
+        raise TypeError(f"host must be the robot's address as a string (e.g. '127.0.0.1' for franka-sim); got {host!r}")
+    for name, v in positive.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v <= 0:
+            raise ValueError(f"{name} must be a positive finite number; got {v!r}")
+    if anchor not in ("measured", "target"):
+        raise ValueError(f"anchor must be 'measured' (compose each delta onto the measured pose, as SimArm does) "
+                         f"or 'target' (onto the last target, as franka-rs's move_by does); got {anchor!r}")
+    if not 0 < grasp_threshold <= 1 or not 0 <= gripper_deadband < 1:
+        raise ValueError(f"grasp_threshold must be in (0, 1] and gripper_deadband in [0, 1); got {grasp_threshold}, {gripper_deadband}")
+    home_q = np.asarray(home_q, dtype=np.float64)
+    if home_q.shape != (7,) or not np.isfinite(home_q).all():
+        raise ValueError(f"home_q must be 7 finite joint angles (rad); got {home_q}")
+    return home_q
+
 
 # %% ../nbs/13a_franka.ipynb #02500c16
 class FrankaArm(Arm):
@@ -334,23 +363,12 @@ class FrankaArm(Arm):
                  gripper: bool = True, gripper_speed: float = 0.1, grasp_force: float = 20.0,
                  grasp_threshold: float = 0.9, gripper_deadband: float = 0.02,
                  realtime: str | None = None, connect_timeout: float = 5.0, loop_options: dict | None = None):
-        if not isinstance(host, str) or not host:
-            raise TypeError(f"host must be the robot's address as a string (e.g. '127.0.0.1' for franka-sim); got {host!r}")
-        for name, v in dict(max_step=max_step, max_rotation=max_rotation, control_period=control_period,
-                            watchdog_periods=watchdog_periods, collision_torque=collision_torque, collision_force=collision_force,
-                            max_velocity=max_velocity, max_acceleration=max_acceleration, max_angular_deviation=max_angular_deviation,
-                            home_fraction=home_fraction, home_timeout=home_timeout, gripper_speed=gripper_speed,
-                            grasp_force=grasp_force, connect_timeout=connect_timeout, frame_size=frame_size).items():
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v <= 0:
-                raise ValueError(f"{name} must be a positive finite number; got {v!r}")
-        if anchor not in ("measured", "target"):
-            raise ValueError(f"anchor must be 'measured' (compose each delta onto the measured pose, as SimArm does) "
-                             f"or 'target' (onto the last target, as franka-rs's move_by does); got {anchor!r}")
-        if not 0 < grasp_threshold <= 1 or not 0 <= gripper_deadband < 1:
-            raise ValueError(f"grasp_threshold must be in (0, 1] and gripper_deadband in [0, 1); got {grasp_threshold}, {gripper_deadband}")
-        home_q = np.asarray(home_q, dtype=np.float64)
-        if home_q.shape != (7,) or not np.isfinite(home_q).all():
-            raise ValueError(f"home_q must be 7 finite joint angles (rad); got {home_q}")
+        home_q = _check_arguments(host, anchor, grasp_threshold, gripper_deadband, home_q,
+                                  max_step=max_step, max_rotation=max_rotation, control_period=control_period,
+                                  watchdog_periods=watchdog_periods, collision_torque=collision_torque, collision_force=collision_force,
+                                  max_velocity=max_velocity, max_acceleration=max_acceleration, max_angular_deviation=max_angular_deviation,
+                                  home_fraction=home_fraction, home_timeout=home_timeout, gripper_speed=gripper_speed,
+                                  grasp_force=grasp_force, connect_timeout=connect_timeout, frame_size=frame_size)
         camera = open_camera(camera) if isinstance(camera, (str, int, Path)) else camera    # a spec: 0, /dev/video2, file:<video>, realsense
         self.host, self.camera_source, self.frame_size = host, camera, int(frame_size)
         self.workspace = workspace or Workspace(*FRANKA_BOX)

@@ -254,35 +254,43 @@ class RemoteArm(Arm):
             raise RemoteArmError(f"arm server at {self.address}: {reply.get('error')}")
         return (reply, payload) if payload else reply
 
-    def _heartbeat(self, period: float):
-        while not self._closed:
-            time.sleep(period)
-            if self._lock.acquire(blocking=False):      # a command in flight is a heartbeat too
-                self._lock.release()
-                try:
-                    self._call({"op": "ping"})
-                except RemoteArmError:
-                    return
 
-    def _observation(self, answer) -> Observation:
-        reply, payload = answer
-        frame = np.frombuffer(payload, np.uint8).reshape(reply["shape"]).copy()
-        return Observation(frame, np.asarray(reply["state"], float), float(reply["time"]), reply.get("info", {}))
-
-    def reset(self, seed: int = 0) -> Observation:
-        return self._observation(self._call({"op": "reset", "seed": int(seed)}))
-
-    def _move(self, action: np.ndarray) -> Observation:
-        return self._observation(self._call({"op": "step", "action": action.tolist()}))
-
-    def close(self):
-        if not self._closed:
+# %% ../nbs/13c_remote.ipynb #cade6175
+@patch
+def _heartbeat(self: RemoteArm, period: float):
+    while not self._closed:
+        time.sleep(period)
+        if self._lock.acquire(blocking=False):      # a command in flight is a heartbeat too
+            self._lock.release()
             try:
-                self._call({"op": "close"})
+                self._call({"op": "ping"})
             except RemoteArmError:
-                pass
-        self._closed = True
-        self.sock.close()
+                return
+
+@patch
+def _observation(self: RemoteArm, answer) -> Observation:
+    reply, payload = answer
+    frame = np.frombuffer(payload, np.uint8).reshape(reply["shape"]).copy()
+    return Observation(frame, np.asarray(reply["state"], float), float(reply["time"]), reply.get("info", {}))
+
+@patch
+def reset(self: RemoteArm, seed: int = 0) -> Observation:
+    return self._observation(self._call({"op": "reset", "seed": int(seed)}))
+
+@patch
+def _move(self: RemoteArm, action: np.ndarray) -> Observation:
+    return self._observation(self._call({"op": "step", "action": action.tolist()}))
+
+@patch
+def close(self: RemoteArm):
+    if not self._closed:
+        try:
+            self._call({"op": "close"})
+        except RemoteArmError:
+            pass
+    self._closed = True
+    self.sock.close()
+
 
 # %% ../nbs/13c_remote.ipynb #8bef4c40
 ARM_URIS = ("sim", "franka://<host>", "remote://<host>:<port>")
