@@ -575,7 +575,7 @@ def read_npz(path) -> list[Episode]:
     states = states.astype(float)
     if obs.ndim != 5 or states.ndim != 3 or obs.shape[:2] != states.shape[:2]:
         raise ValueError(f"{path}: expected observations [N,T,H,W,3] and states [N,T,7]; got {obs.shape} and {states.shape}")
-    conv = CONVENTIONS["vjepa2wb"]
+    conv = StateConvention(name="official_npz")    # states alone: the gripper's actions are its measured change, as upstream
     return [Episode(o.astype(np.uint8), s, conv.to_actions({}, s), 4.0, {"source": str(path), "index": i})
             for i, (o, s) in enumerate(zip(obs, states))]
 
