@@ -163,10 +163,10 @@ def test_extrinsics_are_cached_and_reach_the_predictor(tmp_path, hp, official, d
     tuned = load_checkpoint(latest_checkpoint(tmp_path / "run")).ac_predictor
     assert tuned.cfg.use_extrinsics and not torch.equal(tuned.extrinsics_encoder.weight, p0.extrinsics_encoder.weight)
     ev = T.evaluate(tuned, c, frames=4)
-    feats, states, ext = T.batch_clips(c, T.clip_index(c, 4)[:2], 4, extrinsics=True)
+    feats, states, actions, ext = T.batch_clips(c, T.clip_index(c, 4)[:2], 4, extrinsics=True)
     assert ext.shape == (2, 4, 6)
-    tf, _ = T.ac_losses(tuned, feats, states, extrinsics=ext)
-    assert tf.item() != T.ac_losses(tuned, feats, states, extrinsics=ext + 0.5)[0].item()
+    tf, _ = T.ac_losses(tuned, feats, states, extrinsics=ext, actions=actions)
+    assert tf.item() != T.ac_losses(tuned, feats, states, extrinsics=ext + 0.5, actions=actions)[0].item()
     assert np.isfinite(ev["val_l1_model_1step"])
     bare = copy.copy(c)
     bare.extrinsics = [None, *c.extrinsics[1:]]                              # one episode that records no camera pose

@@ -28,11 +28,11 @@ CAMERA = "exterior"
 
 # %% auto #0
 __all__ = ['CAMERA', 'DROID_CAMERAS', 'DROID_FPS', 'STATE_NAMES', 'SAME_EPISODES', 'Episode', 'BadEpisode', 'check_recording',
-           'check_episode', 'nearest_indices', 'clip_starts', 'clip_indices', 'resample_indices', 'read_frames_at',
-           'Recording', 'commanded_gripper', 'write_droid', 'droid_metadata', 'droid_video', 'open_droid',
-           'droid_paths_csv', 'write_lerobot', 'lerobot_episodes', 'video_keys', 'lerobot_camera', 'open_lerobot',
-           'read_npz', 'lerobot_indices', 'find_episodes', 'describe_episode', 'episode_label', 'episode_cameras',
-           'open_episode', 'read_episode', 'load_episode', 'RobotClips', 'collate_robot']
+           'check_episode', 'nearest_indices', 'clip_starts', 'clip_indices', 'resample_indices', 'actions_between',
+           'read_frames_at', 'Recording', 'commanded_gripper', 'write_droid', 'droid_metadata', 'droid_video',
+           'open_droid', 'droid_paths_csv', 'write_lerobot', 'lerobot_episodes', 'video_keys', 'lerobot_camera',
+           'open_lerobot', 'read_npz', 'lerobot_indices', 'find_episodes', 'describe_episode', 'episode_label',
+           'episode_cameras', 'open_episode', 'read_episode', 'load_episode', 'RobotClips', 'collate_robot']
 
 # %% ../nbs/15_episodes.ipynb #b17a837e
 @dataclass
@@ -117,6 +117,19 @@ def resample_indices(timestamps: np.ndarray, fps: float) -> np.ndarray:
     t = np.asarray(timestamps, float)
     n = int(np.floor((t[-1] - t[0] + _slack(t)) * fps + 1e-9)) + 1 if len(t) else 0
     return nearest_indices(t, t[0] + np.arange(n) / fps) if n else np.zeros(0, int)
+
+def actions_between(states: np.ndarray, actions: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """The actions `[len(idx), 7]` between the kept frames `idx` of a recording: the pose's, the change of the kept
+    states (`poses_to_diffs`); the gripper's, the recorded changes summed over each span, so a command given between
+    kept frames is kept. The last row is the recorded action after the last kept frame."""
+    idx = np.asarray(idx, int)
+    if len(idx) < 2 or (np.diff(idx) == 1).all():
+        return actions[idx]
+    out = actions[idx].copy()
+    out[:-1, :6] = poses_to_diffs(torch.from_numpy(np.asarray(states[idx], np.float64))).numpy()[:, :6]
+    command = np.concatenate([[0.0], np.cumsum(actions[:, 6])])
+    out[:-1, 6] = command[idx[1:]] - command[idx[:-1]]
+    return out
 
 # %% ../nbs/15_episodes.ipynb #f3ed5f6d
 def _open_video(path):
@@ -207,7 +220,7 @@ class Recording:
         frames = self.frames(idx, size=size)
         n = min(len(frames), len(idx))
         idx, ext = idx[:n], self.extrinsics
-        return Episode(frames[:n], self.states[idx], self.actions[idx], self.fps, self.meta, self.timestamps[idx] - self.timestamps[0],
+        return Episode(frames[:n], self.states[idx], actions_between(self.states, self.actions, idx), self.fps, self.meta, self.timestamps[idx] - self.timestamps[0],
                        None if ext is None else ext[idx])
 
 def _table(where: str, columns, conv: StateConvention, timestamps, fps: float, frames, extrinsics=None, meta=None) -> Recording:
@@ -718,8 +731,8 @@ class RobotClips(Dataset):
             return Skipped(where, str(e))
         except Exception as e:
             return Skipped(where, f"unreadable: {type(e).__name__}: {str(e)[:300]}")
-        states = torch.from_numpy(rec.states[idx])
-        out = {"video": torch.from_numpy(video), "states": states.float(), "actions": poses_to_diffs(states).float(),
+        out = {"video": torch.from_numpy(video), "states": torch.from_numpy(rec.states[idx]).float(),
+               "actions": torch.from_numpy(actions_between(rec.states, rec.actions, idx)[:-1]).float(),
                "times": torch.from_numpy(rec.timestamps[idx] - rec.timestamps[idx[0]]), "episode": where}
         if rec.extrinsics is not None:
             out["extrinsics"] = torch.from_numpy(rec.extrinsics[idx]).float()

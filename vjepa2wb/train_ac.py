@@ -65,17 +65,17 @@ def _entries(roots) -> bool:
     "Whether `roots` is a list of `find_episodes` entries (tuples, or lists after JSON) rather than of roots."
     return isinstance(roots, list) and bool(roots) and isinstance(roots[0], (tuple, list))
 
-CACHE_FORMAT = "3"      # a cache entry's `done` marker: "3" entries are resampled by physical time, with extrinsics.npy where the episode has them
+CACHE_FORMAT = "4"      # a cache entry's `done` marker: "4" entries are resampled by physical time, with actions.npy, and extrinsics.npy where the episode has them
 
 # %% ../nbs/17_train_ac.ipynb #7923b2d5
 class FeatureCache(Dataset):
-    """Per-episode frame features `[n, P, D]` (memory-mapped), states `[n, 7]` and camera extrinsics `[n, 6]` (None where
-    the episode has none), resampled to `fps` by the recording's clock (only those frames are decoded), from `camera` with
+    """Per-episode frame features `[n, P, D]` (memory-mapped), states `[n, 7]`, actions `[n, 7]` and camera extrinsics
+    `[n, 6]` (None where the episode has none), resampled to `fps` by the recording's clock (only those frames are decoded), from `camera` with
     states by `state` (see `episodes.read_episode`); `roots` may also be a list of `find_episodes` entries. What `load_episode`
     refuses is skipped and logged: `skipped` holds `(episode, reason)` pairs, `episodes` the entries kept, in order."""
     def __init__(self, encoder, roots, crop: int, fps: float = 4.0, cache_dir=None, device="cpu", progress: bool = True,
                  camera: str | None = None, state=None):
-        self.items, self.skipped, self.episodes, self.extrinsics = [], [], [], []
+        self.items, self.skipped, self.episodes, self.actions, self.extrinsics = [], [], [], [], []
         fp = encoder_fingerprint(encoder)
         home = next(encoder.parameters()).device
         encoder = encoder.eval().to(device)
@@ -93,20 +93,21 @@ class FeatureCache(Dataset):
                 d.mkdir(parents=True, exist_ok=True)
                 np.save(d / "features.npy", encode_frames(encoder, frames, crop).cpu().numpy())
                 np.save(d / "states.npy", states)
+                np.save(d / "actions.npy", np.asarray(ep.actions, np.float64))
                 if extrinsics is not None:
                     np.save(d / "extrinsics.npy", np.asarray(extrinsics, np.float64))
                 else:
                     (d / "extrinsics.npy").unlink(missing_ok=True)
                 write_atomic(d / "done", CACHE_FORMAT)
-            states = np.load(d / "states.npy")
+            states, actions = np.load(d / "states.npy"), np.load(d / "actions.npy")
             where = path if kind == "droid" else f"{path}#{index}"
-            if not np.isfinite(states).all():              # cached before episodes were checked
-                self._skip(where, "non-finite states (in the feature cache)"); continue
+            if not (np.isfinite(states).all() and np.isfinite(actions).all()):       # cached before episodes were checked
+                self._skip(where, "non-finite states or actions (in the feature cache)"); continue
             extrinsics = np.load(d / "extrinsics.npy") if (d / "extrinsics.npy").exists() else None
             if extrinsics is not None and not np.isfinite(extrinsics).all():
                 log.warning("%s: non-finite camera extrinsics: used as an episode without them", where); extrinsics = None
             self.items.append((np.load(d / "features.npy", mmap_mode="r"), states)); self.episodes.append((kind, path, index))
-            self.extrinsics.append(extrinsics)
+            self.actions.append(actions); self.extrinsics.append(extrinsics)
         encoder.to(home)                                    # back where it was: not resident on the device while training
         if not self.items:
             why = "; ".join(f"{w}: {r}" for w, r in self.skipped[:3]) + ("; ..." if len(self.skipped) > 3 else "")
@@ -121,6 +122,10 @@ class FeatureCache(Dataset):
     def clip(self, i: int, start: int, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
         feats, states = self.items[i]
         return torch.from_numpy(np.array(feats[start:start + frames])), torch.from_numpy(states[start:start + frames]).float()
+
+    def clip_actions(self, i: int, start: int, frames: int) -> torch.Tensor:
+        "The `frames - 1` actions `[frames - 1, 7]` between a clip's frames."
+        return torch.from_numpy(self.actions[i][start:start + frames - 1]).float()
 
     def clip_extrinsics(self, i: int, start: int, frames: int) -> torch.Tensor | None:
         "The camera extrinsics `[frames, 6]` of a clip, or None where its episode has none."
@@ -141,9 +146,11 @@ def check_extrinsics(cache: FeatureCache, use_extrinsics: bool, what: str = "tra
                          "or pass predictor={'use_extrinsics': False}")
 
 def batch_clips(cache: FeatureCache, index: list, frames: int, extrinsics: bool = False):
-    "Features `[B, T, P, D]`, states `[B, T, 7]` and (with `extrinsics`, else None) extrinsics `[B, T, 6]` of the clips `index`."
+    """Features `[B, T, P, D]`, states `[B, T, 7]`, actions `[B, T - 1, 7]` and (with `extrinsics`, else None) extrinsics
+    `[B, T, 6]` of the clips `index`."""
     feats, states = map(torch.stack, zip(*[cache.clip(i, s, frames) for i, s in index]))
-    return feats, states, torch.stack([cache.clip_extrinsics(i, s, frames) for i, s in index]) if extrinsics else None
+    actions = torch.stack([cache.clip_actions(i, s, frames) for i, s in index])
+    return feats, states, actions, torch.stack([cache.clip_extrinsics(i, s, frames) for i, s in index]) if extrinsics else None
 
 # %% ../nbs/17_train_ac.ipynb #e5b6e869
 class _WithExtrinsics:
@@ -167,11 +174,13 @@ def with_extrinsics(predictor, extrinsics: torch.Tensor | None):
     return _WithExtrinsics(predictor, extrinsics)
 
 def ac_losses(predictor, feats: torch.Tensor, states: torch.Tensor, auto_steps: int = 2, loss_exp: float = 1.0,
-              normalize_reps: bool = True, extrinsics: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    "Teacher-forcing and rollout losses for clips `feats` `[B, T, P, D]` (normalised), `states` `[B, T, 7]` and `extrinsics` `[B, T, 6]`."
+              normalize_reps: bool = True, extrinsics: torch.Tensor | None = None,
+              actions: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Teacher-forcing and rollout losses for clips `feats` `[B, T, P, D]` (normalised), `states` `[B, T, 7]`, `actions`
+    `[B, T - 1, 7]` (None: the states' changes) and `extrinsics` `[B, T, 6]`."""
     predictor = with_extrinsics(predictor, extrinsics)
     H = min(auto_steps, feats.shape[1] - 1)
-    actions = poses_to_diffs(states.double()).float()
+    actions = poses_to_diffs(states.double()).float() if actions is None else actions
     loss = lambda z, h: (z.float() - h).abs().pow(loss_exp).mean() / loss_exp
     z_tf = predict_next(predictor, feats[:, :-1], actions, states[:, :-1], normalize_reps)
     z_ro = imagine(predictor, feats[:, 0], states[:, :H], actions[:, :H], "reference", normalize_reps)
@@ -190,11 +199,10 @@ def evaluate(predictor, cache: FeatureCache, frames: int, auto_steps: int = 2, m
     idx = [idx[i] for i in torch.randperm(len(idx), generator=g)[:max_clips].tolist()]
     if len(idx) < 2:
         raise ValueError(f"need at least 2 held-out clips of {frames} frames; got {len(idx)}")
-    feats, states, ext = batch_clips(cache, idx, frames, uses)
-    feats, states = feats.to(device), states.to(device)
+    feats, states, actions, ext = batch_clips(cache, idx, frames, uses)
+    feats, states, actions = feats.to(device), states.to(device), actions.to(device)
     model = with_extrinsics(predictor, None if ext is None else ext.to(device))
     B, T, P, D = feats.shape
-    actions = poses_to_diffs(states.double()).float()
     l1 = lambda a, b: (a.float() - b.float()).abs().mean().item()
     z_tf = predict_next(model, feats[:, :-1], actions, states[:, :-1], normalize_reps)
     perm = torch.roll(torch.arange(B), 1)
@@ -434,10 +442,10 @@ def train_ac(cfg: ACTrainConfig, encoder, cache: FeatureCache, out, resume: bool
     bar = tqdm(total=cfg.steps, initial=start, desc="train_ac", disable=not progress or rank != 0, dynamic_ncols=True)
     for step, batch in zip(range(start, cfg.steps), sampler):
         lr, _ = apply_schedule(opt, schedule, step)
-        feats, states, ext = batch_clips(cache, [clips[j] for j in batch], cfg.frames, uses)
+        feats, states, actions, ext = batch_clips(cache, [clips[j] for j in batch], cfg.frames, uses)
         with amp:
             tf, ro = ac_losses(model, feats.to(device), states.to(device), cfg.auto_steps, cfg.loss_exp, cfg.normalize_reps,
-                               None if ext is None else ext.to(device))
+                               None if ext is None else ext.to(device), actions.to(device))
         loss = tf + ro
         loss.backward()
         losses = torch.stack([loss, tf, ro]).detach()
