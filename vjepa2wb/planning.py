@@ -94,16 +94,20 @@ def landscape_argmin(E, grid_size: float = 0.075, nsamples: int = 5, true_action
 
 # %% ../nbs/18_planning.ipynb #60033be7
 @torch.no_grad()
-def path_energies(wm, frames, states, grid_size: float = 0.05, nsamples: int = 5, goal_frame=None, crop_size=None) -> pd.DataFrame:
-    """Per step of a path (uint8 `frames` `[T,H,W,3]`, `states` `[T,7]`) towards its last frame (or `goal_frame`): the energy of
-    the demonstrated action, of standing still and of the best grid translation, and the demonstration's rank (0: lowest)."""
+def path_energies(wm, frames, states, grid_size: float = 0.05, nsamples: int = 5, goal_frame=None, crop_size=None,
+                  actions=None) -> pd.DataFrame:
+    """Per step of a path (uint8 `frames` `[T,H,W,3]`, `states` `[T,7]`, the demonstrated `actions` `[T-1,7]`, None for the
+    states' changes) towards its last frame (or `goal_frame`): the energy of the demonstrated action, of standing still and of the best grid translation, and the demonstration's rank (0: lowest)."""
     encoder = world_model_encoder(wm)
     frames, states = torch.as_tensor(frames), torch.as_tensor(states, dtype=torch.float64)
     if frames.dim() != 4 or len(frames) < 2 or states.shape != (len(frames), 7) or not torch.isfinite(states).all():
         raise ValueError(f"a path needs uint8 frames [T, H, W, 3] (T >= 2) and finite states [T, 7]; got {tuple(frames.shape)}, {tuple(states.shape)}")
     reps = encode_frames(encoder, frames, crop_size or encoder.cfg.img_size)                # [T, P, D]
     goal = reps[-1:] if goal_frame is None else encode_frames(encoder, torch.as_tensor(goal_frame)[None], crop_size or encoder.cfg.img_size)
-    taken, grid, rows = poses_to_diffs(states).float(), action_grid(grid_size, nsamples), []
+    taken = poses_to_diffs(states).float() if actions is None else torch.as_tensor(np.asarray(actions)[:len(frames) - 1]).float()
+    if taken.shape != (len(frames) - 1, 7) or not torch.isfinite(taken).all():
+        raise ValueError(f"a path of {len(frames)} frames needs {len(frames) - 1} finite actions [T-1, 7]; got {tuple(taken.shape)}")
+    grid, rows = action_grid(grid_size, nsamples), []
     for t, a in enumerate(taken):
         around = grid + torch.cat([torch.zeros(3), a[3:]])                                   # the demonstration's turn and gripper
         e = _one_step_energies(wm.ac_predictor, reps[t:t + 1], states[t].float(), goal, torch.cat([a[None], torch.zeros(1, 7), around]))
