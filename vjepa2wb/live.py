@@ -24,7 +24,7 @@ from .tasks import goal_distance_cm, success
 from .world_model import NonFiniteError, encode_frames, world_model_encoder
 
 # %% auto #0
-__all__ = ['encode_png', 'decode_image', 'LivePlanner', 'stop_all', 'live_panel']
+__all__ = ['encode_png', 'decode_image', 'Newest', 'LivePlanner', 'stop_all', 'live_panel']
 
 # %% ../nbs/19_live.ipynb #2f3cfcb0
 def encode_png(frame: np.ndarray) -> bytes:
@@ -46,6 +46,34 @@ def decode_image(data: bytes) -> np.ndarray:
             return next(container.decode(video=0)).to_ndarray(format="rgb24")
     except (av.error.FFmpegError, StopIteration, ValueError) as e:
         raise ValueError(f"the uploaded file is not an image that can be decoded: {e}") from None
+
+# %% ../nbs/19_live.ipynb #7d00b8a8
+class Newest:
+    """Runs `compute(request)` in a thread for the newest request only; `show(request, result)` (the result, or the
+    error it raised) only while no newer request came; `busy(request)` as soon as a request comes."""
+    def __init__(self, compute, show, busy):
+        self.compute, self.show, self.busy = compute, show, busy
+        self.asked, self.lock, self.wake = 0, threading.Lock(), threading.Event()
+        threading.Thread(target=self._work, daemon=True).start()
+
+    def ask(self, request):
+        with self.lock:
+            self.asked, self.request = self.asked + 1, request
+            self.busy(request)
+        self.wake.set()
+
+    def _work(self):
+        while self.wake.wait():
+            self.wake.clear()
+            with self.lock:
+                n, request = self.asked, self.request
+            try:
+                result = self.compute(request)
+            except Exception as e:                      # shown by the panel; the worker lives on
+                result = e
+            with self.lock:
+                if n == self.asked:
+                    self.show(request, result)
 
 # %% ../nbs/19_live.ipynb #c81f36c5
 _PLANNERS = weakref.WeakSet()                    # every LivePlanner of this kernel: one STOP stops them all
