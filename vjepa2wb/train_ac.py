@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
+from fastcore.basics import patch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
@@ -67,12 +68,26 @@ def _entries(roots) -> bool:
 
 CACHE_FORMAT = "4"      # a cache entry's `done` marker: "4" entries are resampled by physical time, with actions.npy, and extrinsics.npy where the episode has them
 
+# %% ../nbs/17_train_ac.ipynb #9b9c4bae
+def _write_entry(d: Path, ep, encoder, crop: int):
+    "Write episode `ep`'s features, states, actions and extrinsics (where it has them) as cache entry `d`, `done` last."
+    d.mkdir(parents=True, exist_ok=True)
+    np.save(d / "features.npy", encode_frames(encoder, torch.from_numpy(ep.frames), crop).cpu().numpy())
+    np.save(d / "states.npy", ep.states)
+    np.save(d / "actions.npy", np.asarray(ep.actions, np.float64))
+    if ep.extrinsics is not None:
+        np.save(d / "extrinsics.npy", np.asarray(ep.extrinsics, np.float64))
+    else:
+        (d / "extrinsics.npy").unlink(missing_ok=True)
+    write_atomic(d / "done", CACHE_FORMAT)
+
 # %% ../nbs/17_train_ac.ipynb #7923b2d5
 class FeatureCache(Dataset):
     """Per-episode frame features `[n, P, D]` (memory-mapped), states `[n, 7]`, actions `[n, 7]` and camera extrinsics
-    `[n, 6]` (None where the episode has none), resampled to `fps` by the recording's clock (only those frames are decoded), from `camera` with
-    states by `state` (see `episodes.read_episode`); `roots` may also be a list of `find_episodes` entries. What `load_episode`
-    refuses is skipped and logged: `skipped` holds `(episode, reason)` pairs, `episodes` the entries kept, in order."""
+    `[n, 6]` (None where the episode has none), resampled to `fps` by the recording's clock (only those frames are
+    decoded), from `camera` with states by `state` (see `episodes.read_episode`); `roots` may also be a list of
+    `find_episodes` entries. What `load_episode` refuses is skipped and logged: `skipped` holds `(episode, reason)`
+    pairs, `episodes` the entries kept, in order."""
     def __init__(self, encoder, roots, crop: int, fps: float = 4.0, cache_dir=None, device="cpu", progress: bool = True,
                  camera: str | None = None, state=None):
         self.items, self.skipped, self.episodes, self.actions, self.extrinsics = [], [], [], [], []
@@ -89,25 +104,8 @@ class FeatureCache(Dataset):
                 ep = load_episode(kind, path, index, camera=camera, state=state, fps=fps)
                 if isinstance(ep, Skipped):
                     self._skip(ep.path, ep.reason); continue
-                frames, states, extrinsics = torch.from_numpy(ep.frames), ep.states, ep.extrinsics
-                d.mkdir(parents=True, exist_ok=True)
-                np.save(d / "features.npy", encode_frames(encoder, frames, crop).cpu().numpy())
-                np.save(d / "states.npy", states)
-                np.save(d / "actions.npy", np.asarray(ep.actions, np.float64))
-                if extrinsics is not None:
-                    np.save(d / "extrinsics.npy", np.asarray(extrinsics, np.float64))
-                else:
-                    (d / "extrinsics.npy").unlink(missing_ok=True)
-                write_atomic(d / "done", CACHE_FORMAT)
-            states, actions = np.load(d / "states.npy"), np.load(d / "actions.npy")
-            where = path if kind == "droid" else f"{path}#{index}"
-            if not (np.isfinite(states).all() and np.isfinite(actions).all()):       # cached before episodes were checked
-                self._skip(where, "non-finite states or actions (in the feature cache)"); continue
-            extrinsics = np.load(d / "extrinsics.npy") if (d / "extrinsics.npy").exists() else None
-            if extrinsics is not None and not np.isfinite(extrinsics).all():
-                log.warning("%s: non-finite camera extrinsics: used as an episode without them", where); extrinsics = None
-            self.items.append((np.load(d / "features.npy", mmap_mode="r"), states)); self.episodes.append((kind, path, index))
-            self.actions.append(actions); self.extrinsics.append(extrinsics)
+                _write_entry(d, ep, encoder, crop)
+            self._add(d, (kind, path, index))
         encoder.to(home)                                    # back where it was: not resident on the device while training
         if not self.items:
             why = "; ".join(f"{w}: {r}" for w, r in self.skipped[:3]) + ("; ..." if len(self.skipped) > 3 else "")
@@ -131,6 +129,21 @@ class FeatureCache(Dataset):
         "The camera extrinsics `[frames, 6]` of a clip, or None where its episode has none."
         e = self.extrinsics[i]
         return None if e is None else torch.from_numpy(e[start:start + frames]).float()
+
+# %% ../nbs/17_train_ac.ipynb #7824e032
+@patch
+def _add(self: FeatureCache, d: Path, entry: tuple):
+    "Serve cache entry `d` of episode `entry`, unless what it holds is non-finite (cached before episodes were checked)."
+    kind, path, index = entry
+    states, actions = np.load(d / "states.npy"), np.load(d / "actions.npy")
+    where = path if kind == "droid" else f"{path}#{index}"
+    if not (np.isfinite(states).all() and np.isfinite(actions).all()):
+        self._skip(where, "non-finite states or actions (in the feature cache)"); return
+    extrinsics = np.load(d / "extrinsics.npy") if (d / "extrinsics.npy").exists() else None
+    if extrinsics is not None and not np.isfinite(extrinsics).all():
+        log.warning("%s: non-finite camera extrinsics: used as an episode without them", where); extrinsics = None
+    self.items.append((np.load(d / "features.npy", mmap_mode="r"), states)); self.episodes.append(entry)
+    self.actions.append(actions); self.extrinsics.append(extrinsics)
 
 # %% ../nbs/17_train_ac.ipynb #dc364274
 def clip_index(cache: FeatureCache, frames: int) -> list[tuple[int, int]]:
@@ -285,43 +298,51 @@ class ACTrainConfig:
     seed: int = 0
 
     def __post_init__(self):
-        check_param("model_size", self.model_size, str, lambda v: v in ENCODER_SIZES, f"choose one of {list(ENCODER_SIZES)}")
-        check_param("predictor", self.predictor, (dict, type(None)))
-        for name in ("frames", "crop", "steps", "batch_size", "auto_steps", "checkpoint_every", "keep_checkpoints"):
-            check_param(name, getattr(self, name), int, lambda v: v >= 1, "must be a positive int")
-        check_param("frames", self.frames, int, lambda v: v >= 2, "a clip needs at least 2 frames (a frame and its successor)")
-        check_param("freeze_blocks", self.freeze_blocks, int, lambda v: v >= 0, "0 or more")
-        for name in ("fps", "lr", "action_scale", "loss_exp"):
-            check_param(name, getattr(self, name), (int, float), lambda v: v > 0, "must be positive")
-        for name in ("start_lr", "final_lr", "weight_decay", "final_weight_decay", "warmup", "cooldown"):
-            check_param(name, getattr(self, name), (int, float), lambda v: v >= 0, "must be 0 or more")
-        check_param("clip_grad", self.clip_grad, (int, float, type(None)), lambda v: v is None or v > 0, "None or positive")
-        check_param("init", self.init, str, lambda v: v in BUILT_IN_INITS or _is_checkpoint(v),
-                    f"choose {', '.join(BUILT_IN_INITS)}, a checkpoint path or URL, or a released name ({', '.join(RELEASES)}); "
-                    f"there is no checkpoint at {self.init!r}")
-        check_param("init_fields", self.init_fields, (dict, type(None)), lambda v: v is None or (
-            self.init not in BUILT_IN_INITS and set(v) <= {"encoder", "predictor", "ac_predictor"} and all(isinstance(x, dict) for x in v.values())),
-            "only with a checkpoint init: {component: {field: value}} for encoder, predictor or ac_predictor")
-        check_param("optimizer", self.optimizer, str, lambda v: v in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}")
-        if self.optimizer == "adamw8bit" and importlib.util.find_spec("bitsandbytes") is None:
-            raise ValueError("parameter optimizer='adamw8bit' needs bitsandbytes, which is not installed here: "
-                             "`pip install bitsandbytes`, or choose adamw or adamw_foreach")
-        for name in ("normalize_reps", "grad_checkpointing"):
-            check_param(name, getattr(self, name), bool)
-        check_param("seed", self.seed, int)
-        check_param("camera", self.camera, (str, type(None)))
-        check_param("state", self.state, (str, dict, type(None)))
-        if self.state is not None:
-            state_convention(self.state)           # an unknown preset or field stops here, naming it
-        Schedule.of(self)
+        self._check()
 
-    def predictor_config(self, encoder_cfg):
-        "The config of a new predictor for `encoder_cfg`."
-        return ac_predictor_config(self.model_size, **{"embed_dim": encoder_cfg.embed_dim, "img_size": self.crop,
-                                                       "patch_size": encoder_cfg.patch_size, "tubelet_size": encoder_cfg.tubelet_size,
-                                                       "max_num_frames": max(2, self.frames) * encoder_cfg.tubelet_size,
-                                                       "roll_center": math.pi, "residual": True,
-                                                       **(NEW_PREDICTOR if self.predictor is None else self.predictor)})
+# %% ../nbs/17_train_ac.ipynb #257477c5
+@patch
+def _check(self: ACTrainConfig):
+    "Refuse a field of the wrong type or out of range, naming it."
+    check_param("model_size", self.model_size, str, lambda v: v in ENCODER_SIZES, f"choose one of {list(ENCODER_SIZES)}")
+    check_param("predictor", self.predictor, (dict, type(None)))
+    for name in ("frames", "crop", "steps", "batch_size", "auto_steps", "checkpoint_every", "keep_checkpoints"):
+        check_param(name, getattr(self, name), int, lambda v: v >= 1, "must be a positive int")
+    check_param("frames", self.frames, int, lambda v: v >= 2, "a clip needs at least 2 frames (a frame and its successor)")
+    check_param("freeze_blocks", self.freeze_blocks, int, lambda v: v >= 0, "0 or more")
+    for name in ("fps", "lr", "action_scale", "loss_exp"):
+        check_param(name, getattr(self, name), (int, float), lambda v: v > 0, "must be positive")
+    for name in ("start_lr", "final_lr", "weight_decay", "final_weight_decay", "warmup", "cooldown"):
+        check_param(name, getattr(self, name), (int, float), lambda v: v >= 0, "must be 0 or more")
+    check_param("clip_grad", self.clip_grad, (int, float, type(None)), lambda v: v is None or v > 0, "None or positive")
+    check_param("init", self.init, str, lambda v: v in BUILT_IN_INITS or _is_checkpoint(v),
+                f"choose {', '.join(BUILT_IN_INITS)}, a checkpoint path or URL, or a released name ({', '.join(RELEASES)}); "
+                f"there is no checkpoint at {self.init!r}")
+    check_param("init_fields", self.init_fields, (dict, type(None)), lambda v: v is None or (
+        self.init not in BUILT_IN_INITS and set(v) <= {"encoder", "predictor", "ac_predictor"} and all(isinstance(x, dict) for x in v.values())),
+        "only with a checkpoint init: {component: {field: value}} for encoder, predictor or ac_predictor")
+    check_param("optimizer", self.optimizer, str, lambda v: v in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}")
+    if self.optimizer == "adamw8bit" and importlib.util.find_spec("bitsandbytes") is None:
+        raise ValueError("parameter optimizer='adamw8bit' needs bitsandbytes, which is not installed here: "
+                         "`pip install bitsandbytes`, or choose adamw or adamw_foreach")
+    for name in ("normalize_reps", "grad_checkpointing"):
+        check_param(name, getattr(self, name), bool)
+    check_param("seed", self.seed, int)
+    check_param("camera", self.camera, (str, type(None)))
+    check_param("state", self.state, (str, dict, type(None)))
+    if self.state is not None:
+        state_convention(self.state)           # an unknown preset or field stops here, naming it
+    Schedule.of(self)
+
+# %% ../nbs/17_train_ac.ipynb #80d54dac
+@patch
+def predictor_config(self: ACTrainConfig, encoder_cfg):
+    "The config of a new predictor for `encoder_cfg`."
+    return ac_predictor_config(self.model_size, **{"embed_dim": encoder_cfg.embed_dim, "img_size": self.crop,
+                                                   "patch_size": encoder_cfg.patch_size, "tubelet_size": encoder_cfg.tubelet_size,
+                                                   "max_num_frames": max(2, self.frames) * encoder_cfg.tubelet_size,
+                                                   "roll_center": math.pi, "residual": True,
+                                                   **(NEW_PREDICTOR if self.predictor is None else self.predictor)})
 
 # %% ../nbs/17_train_ac.ipynb #964e956e
 def _ac_param_groups(predictor, action_scale: float) -> list[dict]:
@@ -404,21 +425,14 @@ def make_optimizer(groups: list[dict], name: str = "adamw", lr: float = 1e-3) ->
         raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {name!r}")
     return torch.optim.AdamW(groups, lr=lr, foreach=name == "adamw_foreach")
 
-# %% ../nbs/17_train_ac.ipynb #eda65b22
-def train_ac(cfg: ACTrainConfig, encoder, cache: FeatureCache, out, resume: bool = False, device: str | None = None,
-             progress: bool = True, val_cache: FeatureCache | None = None) -> pd.DataFrame:
-    """Train an AC predictor on cached features; write checkpoints (with the encoder) and metrics under `out`.
-    The predictor starts from `initial_predictor(cfg)`, or with `resume` from the newest checkpoint under `out` if any.
-    A step with a NaN or inf loss or gradient is not taken (`status` "non-finite"); `training.MAX_NONFINITE_STEPS`
-    of them in a row stop the run with a `NonFiniteError`."""
-    out = Path(out)
-    rank, world, device = init_distributed(torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")))
-    schedule = Schedule.of(cfg)
+# %% ../nbs/17_train_ac.ipynb #00cbf799
+def _start(cfg: ACTrainConfig, encoder, cache: FeatureCache, out: Path, resume: bool, device, rank: int, world: int):
+    """Where a run starts: the predictor (with `resume`, from `out`'s newest checkpoint), the model that trains it (DDP
+    across processes), its optimiser, the first step and the metrics so far; `config.json` written."""
     predictor, init_from = initial_predictor(cfg, encoder.cfg)
     start, opt_state, metrics = training.resume(out, {"ac_predictor": predictor}) if resume else (0, None, pd.DataFrame())
     _set_trainable(predictor, cfg)
-    uses = predictor.cfg.use_extrinsics
-    check_extrinsics(cache, uses)
+    check_extrinsics(cache, predictor.cfg.use_extrinsics)
     predictor.to(device).train()
     model = predictor
     if world > 1:
@@ -430,6 +444,20 @@ def train_ac(cfg: ACTrainConfig, encoder, cache: FeatureCache, out, resume: bool
     out.mkdir(parents=True, exist_ok=True)
     if rank == 0:
         write_json(out / "config.json", {**asdict(cfg), "init_from": init_from})
+    return predictor, model, opt, start, metrics
+
+# %% ../nbs/17_train_ac.ipynb #eda65b22
+def train_ac(cfg: ACTrainConfig, encoder, cache: FeatureCache, out, resume: bool = False, device: str | None = None,
+             progress: bool = True) -> pd.DataFrame:
+    """Train an AC predictor on cached features; write checkpoints (with the encoder) and metrics under `out`.
+    The predictor starts from `initial_predictor(cfg)`, or with `resume` from the newest checkpoint under `out` if any.
+    A step with a NaN or inf loss or gradient is not taken (`status` "non-finite"); `training.MAX_NONFINITE_STEPS`
+    of them in a row stop the run with a `NonFiniteError`."""
+    out = Path(out)
+    rank, world, device = init_distributed(torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")))
+    schedule = Schedule.of(cfg)
+    predictor, model, opt, start, metrics = _start(cfg, encoder, cache, out, resume, device, rank, world)
+    uses = predictor.cfg.use_extrinsics
     clips = clip_index(cache, cfg.frames)
     if not clips:
         raise ValueError(f"no episode has {cfg.frames} frames at {cfg.fps:g} fps")
