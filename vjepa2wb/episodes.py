@@ -220,8 +220,8 @@ class Recording:
         frames = self.frames(idx, size=size)
         n = min(len(frames), len(idx))
         idx, ext = idx[:n], self.extrinsics
-        return Episode(frames[:n], self.states[idx], actions_between(self.states, self.actions, idx), self.fps, self.meta, self.timestamps[idx] - self.timestamps[0],
-                       None if ext is None else ext[idx])
+        return Episode(frames[:n], self.states[idx], actions_between(self.states, self.actions, idx), self.fps, self.meta,
+                       self.timestamps[idx] - self.timestamps[0], None if ext is None else ext[idx])
 
 def _table(where: str, columns, conv: StateConvention, timestamps, fps: float, frames, extrinsics=None, meta=None) -> Recording:
     "Convert `columns` by `conv` into a checked `Recording`; anything wrong names `where`."

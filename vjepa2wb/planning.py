@@ -96,8 +96,9 @@ def landscape_argmin(E, grid_size: float = 0.075, nsamples: int = 5, true_action
 @torch.no_grad()
 def path_energies(wm, frames, states, grid_size: float = 0.05, nsamples: int = 5, goal_frame=None, crop_size=None,
                   actions=None) -> pd.DataFrame:
-    """Per step of a path (uint8 `frames` `[T,H,W,3]`, `states` `[T,7]`, the demonstrated `actions` `[T-1,7]`, None for the
-    states' changes) towards its last frame (or `goal_frame`): the energy of the demonstrated action, of standing still and of the best grid translation, and the demonstration's rank (0: lowest)."""
+    """Per step of a path (uint8 `frames` `[T,H,W,3]`, `states` `[T,7]`, the demonstrated `actions` `[T-1,7]`: None for
+    the states' changes) towards its last frame (or `goal_frame`): the energy of the demonstrated action, of standing
+    still and of the best grid translation, and the demonstration's rank (0: lowest)."""
     encoder = world_model_encoder(wm)
     frames, states = torch.as_tensor(frames), torch.as_tensor(states, dtype=torch.float64)
     if frames.dim() != 4 or len(frames) < 2 or states.shape != (len(frames), 7) or not torch.isfinite(states).all():
