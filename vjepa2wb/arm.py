@@ -93,7 +93,7 @@ def _look_at(pos, target) -> list:
     up = np.cross(right, fwd)
     return [*right, *up]
 
-def build_scene(camera_pos=(1.2, 0.55, 0.70), camera_target=(0.5, 0.0, 0.2), fovy: float = 45.0):
+def build_scene(camera_pos=(1.45, 0.85, 1.05), camera_target=(0.35, 0.0, 0.3), fovy: float = 55.0):
     "Compile the MuJoCo model of the arm, the objects and the camera."
     import mujoco
     spec = mujoco.MjSpec.from_file(str(panda_model_dir() / "panda.xml"))
