@@ -19,8 +19,8 @@ from fastcore.basics import patch
 from .pose import compute_new_pose, euler_to_matrix, matrix_to_euler
 
 # %% auto #0
-__all__ = ['HOME_QPOS', 'FINGER_OPEN', 'Observation', 'Workspace', 'check_action', 'Arm', 'panda_model_dir', 'build_scene',
-           'solve_ik', 'SimArm']
+__all__ = ['HOME_QPOS', 'FINGER_OPEN', 'Observation', 'Workspace', 'check_action', 'Arm', 'panda_model_dir', 'camera_extrinsics',
+           'build_scene', 'solve_ik', 'SimArm']
 
 # %% ../nbs/13_arm.ipynb #d88a5e40
 @dataclass
@@ -60,6 +60,7 @@ class Arm:
     control_period = 0.25
     workspace: Workspace
     camera: dict
+    camera_extrinsics: np.ndarray | None = None   # the camera's pose in the base [6] (DROID's form); None: unknown
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
         if "step" in vars(cls):
@@ -92,6 +93,15 @@ def _look_at(pos, target) -> list:
     right = np.cross(fwd, [0, 0, 1.0]); right /= np.linalg.norm(right)
     up = np.cross(right, fwd)
     return [*right, *up]
+
+def camera_extrinsics(model, name: str = "exterior") -> np.ndarray:
+    """A fixed camera's pose in the robot base (the world, where the arm's base sits), as DROID records it: its
+    position, then the Euler 'xyz' angles of its OpenCV axes (x right, y down, z forward). `[6]`"""
+    import mujoco
+    cam, R = model.cam(name), np.zeros(9)
+    mujoco.mju_quat2Mat(R, cam.quat)
+    R = R.reshape(3, 3) @ np.diag([1.0, -1.0, -1.0])      # MuJoCo's camera looks along -z, its y up
+    return np.concatenate([cam.pos, matrix_to_euler(torch.from_numpy(R)).numpy()])
 
 def build_scene(camera_pos=(1.45, 0.85, 1.05), camera_target=(0.35, 0.0, 0.3), fovy: float = 55.0):
     "Compile the MuJoCo model of the arm, the objects and the camera."
@@ -184,6 +194,7 @@ class SimArm(Arm):
         self.max_translation, self.max_rotation = max_translation, max_rotation
         self.camera = dict(name="exterior", width=width, height=height, fovy=float(self.model.cam("exterior").fovy[0]),
                            pos=self.model.cam("exterior").pos.tolist())
+        self.camera_extrinsics = camera_extrinsics(self.model)
         self._substeps = int(round(self.control_period / self.model.opt.timestep))
         self._light0 = self.model.light_diffuse.copy()
         self._t = 0.0

@@ -58,7 +58,8 @@ def record_episode(arm: SimArm, seed: int, demo: bool, explore_steps: int = 24, 
             actions.append(a); frames.append(obs.frame); states.append(obs.state)
         meta = {"task": "explore", "seed": seed, "kind": "explore"}
     actions.append(np.zeros(7))
-    return Episode(np.stack(frames), np.stack(states), np.stack(actions), 1 / arm.control_period, meta)
+    return Episode(np.stack(frames), np.stack(states), np.stack(actions), 1 / arm.control_period, meta,
+                   extrinsics=arm.camera_extrinsics)
 
 # %% ../nbs/16_collect.ipynb #4d1b1be1
 _worker_arm = None

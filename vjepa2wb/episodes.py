@@ -43,7 +43,7 @@ class Episode:
     fps: float = 4.0                    # the nominal rate; `timestamps` are what clips go by
     meta: dict = field(default_factory=dict)
     timestamps: np.ndarray | None = None    # float64 [T] seconds from the first frame; None: frame / fps
-    extrinsics: np.ndarray | None = None    # float64 [T, 6] the camera's pose in the robot base (xyz, Euler 'xyz')
+    extrinsics: np.ndarray | None = None    # float64 [T, 6] the camera's pose in the robot base (xyz, Euler 'xyz'); [6]: fixed
 
     def __post_init__(self):
         T = len(self.frames)
@@ -55,6 +55,8 @@ class Episode:
             self.timestamps = np.arange(T) / self.fps
         if self.timestamps.shape != (T,):
             raise ValueError(f"timestamps must be [{T}]; got {self.timestamps.shape}")
+        if self.extrinsics is not None and np.shape(self.extrinsics) == (6,):
+            self.extrinsics = np.tile(np.asarray(self.extrinsics, float), (T, 1))
         if self.extrinsics is not None and self.extrinsics.shape != (T, 6):
             raise ValueError(f"extrinsics must be [{T}, 6]; got {self.extrinsics.shape}")
 
@@ -244,8 +246,8 @@ def commanded_gripper(ep: Episode) -> np.ndarray:
         command = out[t] = min(max(command + float(change), 0.0), 1.0)
     return out
 
-def write_droid(ep: Episode, root, episode_id: str, camera_extrinsics=(1.45, 0.85, 1.05, 0.0, 0.0, 0.0)) -> Path:
-    "Write `ep` as `root/episode_id/` in the DROID raw layout, atomically."
+def write_droid(ep: Episode, root, episode_id: str) -> Path:
+    "Write `ep` as `root/episode_id/` in the DROID raw layout, atomically (its extrinsics only where it has them)."
     import h5py
     root = Path(root); root.mkdir(parents=True, exist_ok=True)
     final, tmp = root / episode_id, root / f".{episode_id}.tmp"
@@ -253,12 +255,13 @@ def write_droid(ep: Episode, root, episode_id: str, camera_extrinsics=(1.45, 0.8
     (tmp / "recordings" / "MP4").mkdir(parents=True)
     write_video(tmp / "recordings" / "MP4" / f"{CAMERA}.mp4", ep.frames, fps=round(ep.fps), lossless=True)
     T = len(ep.states)
-    ext = ep.extrinsics if ep.extrinsics is not None else np.tile(np.asarray(camera_extrinsics, float), (T, 1))
+    ext = ep.extrinsics
     seconds = np.floor(ep.timestamps)
     with h5py.File(tmp / "trajectory.h5", "w") as h:
         h["observation/robot_state/cartesian_position"] = ep.states[:, :6]
         h["observation/robot_state/gripper_position"] = ep.states[:, 6]
-        h[f"observation/camera_extrinsics/{CAMERA}_left"] = ext
+        if ext is not None:
+            h[f"observation/camera_extrinsics/{CAMERA}_left"] = ext
         h[f"observation/camera_type/{CAMERA}"] = np.ones(T, np.int64)
         h["action/commanded_delta"] = ep.actions
         h["action/gripper_position"] = commanded_gripper(ep)
@@ -266,7 +269,8 @@ def write_droid(ep: Episode, root, episode_id: str, camera_extrinsics=(1.45, 0.8
         h["observation/timestamp/robot_state/robot_timestamp_nanos"] = np.round((ep.timestamps - seconds) * 1e9).astype(np.int64)
     mp4 = f"recordings/MP4/{CAMERA}.mp4"
     write_json(tmp / f"metadata_{episode_id}.json", {"uuid": episode_id, "ext1_cam_serial": CAMERA, "ext1_mp4_path": mp4,
-                                                    "left_mp4_path": mp4, "ext1_cam_extrinsics": list(map(float, ext[0])),
+                                                    "left_mp4_path": mp4,
+                                                    **({} if ext is None else {"ext1_cam_extrinsics": list(map(float, ext[0]))}),
                                                     "trajectory_length": T, "fps": ep.fps, **ep.meta})
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import struct
 import threading
+import traceback
 import time
 import weakref
 import zlib
@@ -73,7 +74,10 @@ class Newest:
                 result = e
             with self.lock:
                 if n == self.asked:
-                    self.show(request, result)
+                    try:
+                        self.show(request, result)
+                    except Exception:                   # a drawing bug is printed; the panel keeps redrawing
+                        traceback.print_exc()
 
 # %% ../nbs/19_live.ipynb #c81f36c5
 _PLANNERS = weakref.WeakSet()                    # every LivePlanner of this kernel: one STOP stops them all

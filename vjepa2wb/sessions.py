@@ -82,7 +82,8 @@ def run_episodes(arm, wm, task: str, seeds: list, planner, out, name: str = "mai
             actions = np.zeros_like(states)
             actions[:-1] = [r["action"] for r in recs]
             write_recording(Episode(frames, states, actions, 1 / arm.control_period,
-                                    {"task": task, "seed": seed, "planner": name, "success": ok}), out / "episodes", recorded)
+                                    {"task": task, "seed": seed, "planner": name, "success": ok},
+                                    extrinsics=arm.camera_extrinsics), out / "episodes", recorded)
             recorded += 1
     return rows, energies
 
