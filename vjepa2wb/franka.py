@@ -388,20 +388,26 @@ class FrankaArm(Arm):
         self.connect_timeout = connect_timeout
         self.camera = dict(name="none" if camera is None else getattr(camera, "name", type(camera).__name__),
                            width=self.frame_size, height=self.frame_size)
-        self.events: list[dict] = []
-        self.robot = self.model = self._grip = self._loop = None
-        self.last_observation, self._t0, self._was_reset, self._closed = None, time.monotonic(), False, False
-        self._grip_cmd = self._grip_sent = 0.0
-        self._last_cmd, self._held = time.monotonic(), None
-        self._lock = threading.RLock()
-        self._connect()
-        self._stop_watch = threading.Event()
-        self._watchdog = threading.Thread(target=self._watch, name="franka-watchdog", daemon=True)
-        self._watchdog.start()
-        atexit.register(_close_at_exit, weakref.ref(self))     # a script that ends without close() still stops cleanly
+        self._start()
 
     def __repr__(self):
         return f"FrankaArm({self.host!r}, connected={self.robot is not None}, loop={'open' if self._loop is not None else 'closed'})"
+
+# %% ../nbs/13a_franka.ipynb #6561003f
+@patch
+def _start(self: FrankaArm):
+    "Connect, then start the watchdog; a script that ends without `close()` still stops cleanly."
+    self.events: list[dict] = []
+    self.robot = self.model = self._grip = self._loop = None
+    self.last_observation, self._t0, self._was_reset, self._closed = None, time.monotonic(), False, False
+    self._grip_cmd = self._grip_sent = 0.0
+    self._last_cmd, self._held = time.monotonic(), None
+    self._lock = threading.RLock()
+    self._connect()
+    self._stop_watch = threading.Event()
+    self._watchdog = threading.Thread(target=self._watch, name="franka-watchdog", daemon=True)
+    self._watchdog.start()
+    atexit.register(_close_at_exit, weakref.ref(self))
 
 # %% ../nbs/13a_franka.ipynb #90c2f37e
 @patch
