@@ -2,6 +2,7 @@
 import json
 import time
 
+import numpy as np
 import pandas as pd
 import papermill as pm
 import pytest
@@ -54,11 +55,13 @@ def test_bench_sim_writes_summary(tmp_path):
 def test_collect_sim_then_load_as_clips(tmp_path):
     from vjepa2wb.episodes import RobotClips, collate_robot
     out = tmp_path / "sim"
-    run("collect_sim.ipynb", tmp_path, episodes=2, size=64, output_dir=str(out))
+    run("collect_sim.ipynb", tmp_path, episodes=2, size=64, view="task", output_dir=str(out))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["episodes"] == 2 and summary["frames"] > 0
-    run("collect_sim.ipynb", tmp_path, episodes=3, size=64, output_dir=str(out))      # resumes
+    run("collect_sim.ipynb", tmp_path, episodes=3, size=64, view="task", output_dir=str(out))      # resumes
     assert json.loads((out / "summary.json").read_text())["resumed_from"] == 2
+    with pytest.raises(pm.PapermillExecutionError, match="would mix two cameras"):
+        run("collect_sim.ipynb", tmp_path, episodes=4, size=64, output_dir=str(out))   # the room view, into the task view's folder
     for layout in ("droid", "lerobot"):
         ds = RobotClips(out / layout, frames=4, fps=4.0)
         assert len(ds) == 3
@@ -175,7 +178,7 @@ def test_robot_session_records_every_step(tmp_path, fix, hp):
     out = tmp_path / "session"
     run("robot_session.ipynb", tmp_path, checkpoint=str(ckpt), task="reach", episodes=2, max_steps=3,
         planner={"samples": 16, "iterations": 2, "topk": 4, "tol": 0.0}, compare=["fast"], compare_episodes=1,
-        size=hp["encoder"]["img_size"], output_dir=str(out))
+        size=hp["encoder"]["img_size"], view="task", output_dir=str(out))
     steps = [json.loads(l) for l in (out / "steps.jsonl").read_text().splitlines()]
     assert len(steps) == 9 and {s["planner"] for s in steps} == {"custom", "fast"}
     assert {s["episode"] for s in steps if s["planner"] == "custom"} == {0, 1} and {s["episode"] for s in steps if s["planner"] == "fast"} == {0}
@@ -188,6 +191,10 @@ def test_robot_session_records_every_step(tmp_path, fix, hp):
     assert (out / "episodes.csv").exists()
     from vjepa2wb.episodes import find_episodes
     assert len(find_episodes(out / "episodes")) == 3                 # every episode is training data too
+    from vjepa2wb.arm import VIEWS
+    from vjepa2wb.episodes import read_episode
+    seen = read_episode("droid", str(next((out / "episodes" / "droid").iterdir())), 0).extrinsics
+    np.testing.assert_allclose(seen[:, :3], np.broadcast_to(VIEWS["task"]["camera_pos"], (len(seen), 3)))   # the view asked for
     with pytest.raises(pm.PapermillExecutionError, match="reads the simulated arm's internals; on franka://127.0.0.1 use task='captured'"):
         run("robot_session.ipynb", tmp_path, checkpoint=str(ckpt), arm="franka://127.0.0.1", output_dir=str(tmp_path / "never"))
     with pytest.raises(pm.PapermillExecutionError, match="parameter task='juggle' is invalid"):

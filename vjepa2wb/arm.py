@@ -19,8 +19,8 @@ from fastcore.basics import patch
 from .pose import compute_new_pose, euler_to_matrix, matrix_to_euler
 
 # %% auto #0
-__all__ = ['HOME_QPOS', 'FINGER_OPEN', 'Observation', 'Workspace', 'check_action', 'Arm', 'panda_model_dir', 'camera_extrinsics',
-           'build_scene', 'solve_ik', 'SimArm']
+__all__ = ['HOME_QPOS', 'FINGER_OPEN', 'VIEWS', 'Observation', 'Workspace', 'check_action', 'Arm', 'panda_model_dir',
+           'camera_extrinsics', 'build_scene', 'solve_ik', 'SimArm']
 
 # %% ../nbs/13_arm.ipynb #d88a5e40
 @dataclass
@@ -103,8 +103,14 @@ def camera_extrinsics(model, name: str = "exterior") -> np.ndarray:
     R = R.reshape(3, 3) @ np.diag([1.0, -1.0, -1.0])      # MuJoCo's camera looks along -z, its y up
     return np.concatenate([cam.pos, matrix_to_euler(torch.from_numpy(R)).numpy()])
 
-def build_scene(camera_pos=(1.45, 0.85, 1.05), camera_target=(0.35, 0.0, 0.3), fovy: float = 55.0):
-    "Compile the MuJoCo model of the arm, the objects and the camera."
+VIEWS = {"room": dict(camera_pos=(1.45, 0.85, 1.05), camera_target=(0.35, 0.0, 0.3), fovy=55.0),   # the whole scene
+         "task": dict(camera_pos=(1.2, 0.55, 0.70), camera_target=(0.5, 0.0, 0.2), fovy=45.0)}    # the tasks' region
+
+def build_scene(view: str = "room"):
+    "Compile the MuJoCo model of the arm, the objects and the camera, placed by `view` (a name of `VIEWS`)."
+    if view not in VIEWS:
+        raise ValueError(f"view must be one of {list(VIEWS)}; got {view!r}")
+    camera_pos, camera_target, fovy = VIEWS[view].values()
     import mujoco
     spec = mujoco.MjSpec.from_file(str(panda_model_dir() / "panda.xml"))
     for key in list(spec.keys):
@@ -178,14 +184,15 @@ def _release_gl():
 class SimArm(Arm):
     "A simulated Franka Panda with one exterior camera (MuJoCo)."
     def __init__(self, width: int = 256, height: int = 256, workspace: Workspace | None = None,
-                 max_translation: float = 0.075, max_rotation: float = 0.35, supersample: int | None = None):
+                 max_translation: float = 0.075, max_rotation: float = 0.35, supersample: int | None = None,
+                 view: str = "room"):
         import mujoco
         if supersample is None:
             supersample = max(1, 256 // max(width, height))
         if isinstance(supersample, bool) or not isinstance(supersample, int) or supersample < 1:
             raise ValueError(f"supersample must be a positive int (render at that many times the size, then average); got {supersample!r}")
         self._mj = mujoco
-        self.model = build_scene()
+        self.model, self.view = build_scene(view), view
         self.data, self._scratch = mujoco.MjData(self.model), mujoco.MjData(self.model)
         self.supersample = supersample
         self.renderer = mujoco.Renderer(self.model, height * supersample, width * supersample)
@@ -193,7 +200,7 @@ class SimArm(Arm):
         self.workspace = workspace or Workspace()
         self.max_translation, self.max_rotation = max_translation, max_rotation
         self.camera = dict(name="exterior", width=width, height=height, fovy=float(self.model.cam("exterior").fovy[0]),
-                           pos=self.model.cam("exterior").pos.tolist())
+                           pos=self.model.cam("exterior").pos.tolist(), view=view)
         self.camera_extrinsics = camera_extrinsics(self.model)
         self._substeps = int(round(self.control_period / self.model.opt.timestep))
         self._light0 = self.model.light_diffuse.copy()

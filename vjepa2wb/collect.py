@@ -5,6 +5,7 @@
 # %% ../nbs/16_collect.ipynb #b3247d89
 from __future__ import annotations
 
+import json
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .arm import SimArm
+from .arm import VIEWS, SimArm
 from .core import write_json
 from .episodes import SAME_EPISODES, Episode, lerobot_indices, write_droid, write_lerobot
 from .tasks import TASKS, make_task, scripted_episode, success
@@ -67,9 +68,9 @@ _worker_arm = None
 def _record_in_worker(job: tuple) -> Episode:
     "Record one episode in a worker process, on that worker's own sim arm."
     global _worker_arm
-    size, ep_seed, demo, variety = job
+    (size, view), ep_seed, demo, variety = job
     if _worker_arm is None:
-        _worker_arm = SimArm(width=size, height=size)
+        _worker_arm = SimArm(width=size, height=size, view=view)
     return record_episode(_worker_arm, ep_seed, demo, **variety)
 
 def write_recording(ep: Episode, out, i: int, lerobot_version: str = "v2.1"):
@@ -80,15 +81,13 @@ def write_recording(ep: Episode, out, i: int, lerobot_version: str = "v2.1"):
     write_droid(ep, out / "droid", f"ep_{i:06d}")
     write_lerobot(ep, out / "lerobot", task=ep.meta.get("task", "session"), version=lerobot_version)
 
-def collect(output_dir, episodes: int, seed: int = 0, size: int = 256, progress: bool = True, workers: int = 1,
-            lerobot_version: str = "v2.1", demo_share: float = 0.5, demo_tasks=TASKS, demo_noise: float = 0.0,
-            near_miss: float = 0.0) -> dict:
-    """Record `episodes` episodes into `output_dir/droid` and `output_dir/lerobot` (LeRobot `lerobot_version`, "v2.1"
-    or "v3.0"), resuming; return counts. A share `demo_share` are demonstrations of `demo_tasks` (see `record_episode`
-    for `demo_noise` and `near_miss`), the others exploration.
-    With `workers > 1` the episodes are simulated in that many processes and written here, in order."""
+# %% ../nbs/16_collect.ipynb #631dce52
+def _check_settings(workers, demo_share, near_miss, demo_noise, demo_tasks, view):
+    "A clear error for each bad setting of `collect`, before anything is recorded."
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive int; got {workers!r}")
+    if view not in VIEWS:
+        raise ValueError(f"view must be one of {list(VIEWS)}; got {view!r}")
     for name, v in dict(demo_share=demo_share, near_miss=near_miss).items():
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
             raise ValueError(f"{name} must be a share between 0 and 1; got {v!r}")
@@ -96,11 +95,29 @@ def collect(output_dir, episodes: int, seed: int = 0, size: int = 256, progress:
         raise ValueError(f"demo_noise must be metres between 0 and 0.05; got {demo_noise!r}")
     if not demo_tasks or any(t not in TASKS for t in demo_tasks):
         raise ValueError(f"demo_tasks must name some of {TASKS}; got {demo_tasks!r}")
+
+def _same_camera(out: Path, done: int, camera: dict):
+    "Refuse to resume a folder recorded by another camera (`camera.json`); else record this one."
+    if done and (out / "camera.json").exists() and (was := json.loads((out / "camera.json").read_text())) != camera:
+        raise ValueError(f"{out} holds {done} episodes of camera {was}; these settings ask for {camera}, which would mix "
+                         "two cameras in one dataset: collect into another folder")
+    write_json(out / "camera.json", camera)
+
+# %% ../nbs/16_collect.ipynb #b3b9bf74
+def collect(output_dir, episodes: int, seed: int = 0, size: int = 256, progress: bool = True, workers: int = 1,
+            lerobot_version: str = "v2.1", demo_share: float = 0.5, demo_tasks=TASKS, demo_noise: float = 0.0,
+            near_miss: float = 0.0, view: str = "room") -> dict:
+    """Record `episodes` episodes into `output_dir/droid` and `output_dir/lerobot` (LeRobot `lerobot_version`, "v2.1"
+    or "v3.0"), resuming, the sim camera placed by `view`; return counts. A share `demo_share` are demonstrations of
+    `demo_tasks` (see `record_episode` for `demo_noise` and `near_miss`), the others exploration.
+    With `workers > 1` the episodes are simulated in that many processes and written here, in order."""
+    _check_settings(workers, demo_share, near_miss, demo_noise, demo_tasks, view)
     variety = dict(demo_tasks=tuple(demo_tasks), demo_noise=float(demo_noise), near_miss=float(near_miss))
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     done = len(lerobot_indices(out / "lerobot")) if (out / "lerobot" / "meta" / "info.json").exists() else 0
-    jobs = [(size, seed * 100_000 + i, bool(np.random.default_rng([seed, i]).random() < demo_share), variety) for i in range(done, episodes)]
+    _same_camera(out, done, dict(size=size, view=view))
+    jobs = [((size, view), seed * 100_000 + i, bool(np.random.default_rng([seed, i]).random() < demo_share), variety) for i in range(done, episodes)]
     workers = min(workers, len(jobs))
     t0, frames, demos, successes, misses = time.perf_counter(), 0, 0, 0, 0
     with ExitStack() as stack:
@@ -108,7 +125,7 @@ def collect(output_dir, episodes: int, seed: int = 0, size: int = 256, progress:
             pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")))
             recorded = pool.map(_record_in_worker, jobs)
         else:
-            arm = stack.enter_context(SimArm(width=size, height=size))
+            arm = stack.enter_context(SimArm(width=size, height=size, view=view))
             recorded = (record_episode(arm, ep_seed, demo, **variety) for _, ep_seed, demo, _ in jobs)
         for i, ep in enumerate(tqdm(recorded, initial=done, total=episodes, desc="collect", disable=not progress), start=done):
             write_recording(ep, out, i, lerobot_version)
