@@ -344,3 +344,30 @@ def test_every_params_file_names_real_stages_and_parameters(name):
         assert set(kw) <= set(pm.inspect_notebook(str(ROOT / "nbs" / f"{notebook}.ipynb"))), (stage, kw)
         if stage.startswith("robot_session_"):
             assert kw.get("task", stage.removeprefix("robot_session_")) == stage.removeprefix("robot_session_"), (stage, kw)
+
+
+def test_robot_session_plans_through_the_simulator(tmp_path, fix, hp):
+    "dynamics='sim': an encoder alone plans, the predicted energy is the seen one, and what needs a trained predictor is refused."
+    from dataclasses import replace
+    from vjepa2wb import load_checkpoint, save_checkpoint
+    wm = load_checkpoint(fix / "ac_checkpoint.pt", encoder=hp["encoder"], ac_predictor=hp["ac_predictor"])
+    ckpt = save_checkpoint(replace(wm, ac_predictor=None), tmp_path / "encoder_only")
+    out = tmp_path / "session"
+    run("robot_session.ipynb", tmp_path, checkpoint=str(ckpt), task="grasp", episodes=1, max_steps=2, dynamics="sim",
+        planner={"samples": 6, "iterations": 2, "topk": 2, "tol": 0.0}, references=["still"],
+        size=hp["encoder"]["img_size"], output_dir=str(out))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["dynamics"] == "sim" and json.loads((out / "config.json").read_text())["dynamics"] == "sim"
+    assert summary["planners"]["custom"]["gflop_per_action"] > 0 and set(summary["references"]) == {"still"}
+    steps = [json.loads(l) for l in (out / "steps.jsonl").read_text().splitlines()]
+    assert len(steps) == 2 and all(s["iterations"] == 2 for s in steps)
+    assert not (out / "gripper_response.csv").exists()            # nothing to ask of a perfect predictor
+    causes = pd.read_csv(out / "failure_causes.csv") if (out / "failure_causes.csv").exists() else None
+    assert causes is None or (causes.cause != "model").all()      # what it imagines is what it sees
+    with pytest.raises(pm.PapermillExecutionError, match="has no AC predictor: train one"):
+        run("robot_session.ipynb", tmp_path, checkpoint=str(ckpt), output_dir=str(tmp_path / "never"))
+    with pytest.raises(pm.PapermillExecutionError, match="it needs arm='sim' and a sample search"):
+        run("robot_session.ipynb", tmp_path, checkpoint=str(ckpt), dynamics="sim", planner="gd", output_dir=str(tmp_path / "never"))
+    with pytest.raises(pm.PapermillExecutionError, match="parameter dynamics='perfect' is invalid"):
+        run("robot_session.ipynb", tmp_path, checkpoint=str(ckpt), dynamics="perfect", output_dir=str(tmp_path / "never"))
+    assert not (tmp_path / "never").exists()

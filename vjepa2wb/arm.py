@@ -288,6 +288,19 @@ def _move(self: SimArm, action: np.ndarray) -> Observation:
     return self._observe(info)
 
 @patch
+def snapshot(self: SimArm) -> tuple:
+    "Everything a step depends on: all of MuJoCo's data (the derived kinematics too, one physics step behind), the clock, the gripper command."
+    data = self._mj.MjData(self.model)
+    self._mj.mj_copyData(data, self.model, self.data)
+    return data, self._t, self.gripper_command
+
+@patch
+def restore(self: SimArm, snap: tuple):
+    "Back to a `snapshot`: the steps that follow are those that followed it, bit for bit."
+    data, self._t, self.gripper_command = snap
+    self._mj.mj_copyData(self.data, self.model, data)
+
+@patch
 def close(self: SimArm):
     if getattr(self, "renderer", None) is not None:
         self.renderer.close(); self.renderer = None

@@ -18,8 +18,8 @@ from .world_model import MODES, NonFiniteError, encode_frames, imagine, require_
 # %% auto #0
 __all__ = ['GRIPPER_LIMIT', 'METHODS', 'PRESETS', 'METHOD_NAMES', 'energy', 'action_grid', 'action_plane', 'action_energies',
            'energy_grid', 'grid_axis', 'landscape_argmin', 'path_energies', 'to_actions', 'draw_actions', 'rollout',
-           'Planner', 'planner_settings', 'at_budget', 'search_dims', 'Search', 'sample_search', 'search', 'cem_search',
-           'cem', 'plan_flops', 'colored_noise', 'gd_search', 'Plan', 'plan_step', 'run_mpc']
+           'rollout_flops', 'Planner', 'planner_settings', 'at_budget', 'search_dims', 'Search', 'sample_search',
+           'search', 'cem_search', 'cem', 'plan_flops', 'colored_noise', 'gd_search', 'Plan', 'plan_step', 'run_mpc']
 
 # %% ../nbs/18_planning.ipynb #65c4468c
 def energy(reps: torch.Tensor, goal_reps: torch.Tensor) -> torch.Tensor:
@@ -144,10 +144,16 @@ def _chunk_size(predictor, samples: int, device) -> int:
 def rollout(predictor, context_reps: torch.Tensor, context_state: torch.Tensor, actions: torch.Tensor,
             mode: str = "fast", chunk: int | None = None) -> torch.Tensor:
     "The representation `[S, P, D]` imagined after all `actions` `[S, H, 7]` from `[1, P, D]` and state `[1, 7]`."
+    if hasattr(predictor, "rollout"):                             # a stand-in, such as sessions.SimDynamics
+        return predictor.rollout(context_reps, context_state, actions)
     _, P, D = context_reps.shape
     chunk = chunk or _chunk_size(predictor, len(actions), context_reps.device)
     return torch.cat([imagine(predictor, context_reps.expand(len(a), P, D), context_state.reshape(1, 7).expand(len(a), 7), a, mode)[:, -1]
                       for a in actions.split(chunk)])
+
+def rollout_flops(predictor, horizon: int, mode: str = "fast") -> float:
+    "FLOPs of one sample's `rollout` over `horizon` steps."
+    return predictor.rollout_flops(horizon) if hasattr(predictor, "rollout") else plan_flops(predictor.cfg, horizon, 1, 1, mode)
 
 # %% ../nbs/18_planning.ipynb #e8d1572c
 METHODS = ("cem", "mppi", "icem", "gd")
@@ -327,6 +333,8 @@ def sample_search(predictor, context_reps, context_state, goal_reps, planner: Pl
 def search(predictor, context_reps, context_state, goal_reps, planner: Planner, previous: torch.Tensor | None = None,
            on_iteration=None, kept: torch.Tensor | None = None) -> Search:
     "The search `planner.method` names: `sample_search` for cem, mppi and icem, `gd_search` (below) for gd."
+    if planner.method == "gd" and hasattr(predictor, "rollout"):
+        raise ValueError(f"gd descends the predictor's gradient, which {type(predictor).__name__} has none of: use cem, mppi or icem")
     return (gd_search if planner.method == "gd" else sample_search)(predictor, context_reps, context_state, goal_reps,
                                                                     planner, previous, on_iteration, kept)
 
@@ -421,7 +429,7 @@ class Plan:
     actions: torch.Tensor         # [horizon, 7]
     energy: float                 # the predicted energy after `action`
     iterations: int               # search iterations run (early stop or Stop may cut them)
-    flops: float                  # AC-predictor FLOPs spent
+    flops: float                  # the predictor's FLOPs spent (`rollout_flops`)
     seconds: float
     elite_energies: list          # the mean elite energy after each iteration
     elites: torch.Tensor | None = None     # [k, horizon, 7], the search's best sequences (iCEM carries them on)
@@ -445,11 +453,11 @@ def plan_step(wm, frame, state, goal_reps, planner="fast", crop=None, previous: 
     found = search(wm.ac_predictor, reps, state, goal_reps, planner, None if previous is None else previous.actions, hook,
                    None if previous is None else previous.elites)
     plan = found.plan
-    after = imagine(wm.ac_predictor, reps, state, plan[None, :1], "reference")[:, -1]
+    after = rollout(wm.ac_predictor, reps, state, plan[None, :1], "reference")
     require_finite("the planned action", plan[0])
     require_finite("the state the action leads to", compute_new_pose(state[0].double(), plan[0].double()))
     after_energy = require_finite("the predicted energy after the action", energy(after, goal_reps)).item()
-    flops = plan_flops(wm.ac_predictor.cfg, planner.horizon, 1, 1, planner.mode) * found.rollouts
+    flops = rollout_flops(wm.ac_predictor, planner.horizon, planner.mode) * found.rollouts
     return Plan(plan[0].cpu(), plan.cpu(), after_energy, len(curve), flops, time.perf_counter() - t, curve, found.elites.cpu())
 
 # %% ../nbs/18_planning.ipynb #98795854

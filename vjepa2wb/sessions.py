@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from .world_model import encode_frames, world_model_encoder
 
 # %% auto #0
 __all__ = ['REFERENCES', 'CAUSES', 'episode_video', 'goal_frames', 'run_episodes', 'wilson_interval', 'success_table',
-           'reference_episodes', 'failure_causes', 'gripper_response']
+           'reference_episodes', 'failure_causes', 'gripper_response', 'SimDynamics', 'sim_world_model']
 
 # %% ../nbs/19a_sessions.ipynb #8ce85c6b
 def episode_video(frames, goals: list, goal_index: list, energies: list, bar: int = 4) -> np.ndarray:
@@ -194,3 +195,46 @@ def gripper_response(arm, wm, task: str, seeds: list) -> pd.DataFrame:
         rows.append(dict(seed=seed, close=float(e[0]), still=float(e[1]), best_move=float(e[2:].min()),
                          seen=float(energy(reps[:1], reps[1:])[0]), close_lowest=bool(e[0] < e[1:].min())))
     return pd.DataFrame(rows)
+
+# %% ../nbs/19a_sessions.ipynb #717ae6fd
+class SimDynamics:
+    "The simulated `arm` in place of the AC predictor: a sample's rollout is its actions taken on the arm, the last frame encoded."
+    def __init__(self, arm, encoder, crop: int | None = None, chunk: int = 64):
+        if not all(hasattr(arm, k) for k in ("snapshot", "restore", "state")):
+            raise ValueError(f"SimDynamics needs the simulated arm (SimArm), which can be restored; got {type(arm).__name__}")
+        self.arm, self.encoder, self.crop, self.chunk = arm, encoder, crop or encoder.cfg.img_size, chunk
+        self._flops = None
+
+    @torch.no_grad()
+    def rollout(self, context_reps, context_state, actions) -> torch.Tensor:
+        "The encoded frame `[S, P, D]` each action sequence `[S, H, 7]` leads to, from the arm's own state (which must be the context's)."
+        here = torch.as_tensor(context_state, dtype=torch.float64).reshape(7).cpu().numpy()
+        if not np.allclose(self.arm.state(), here, atol=1e-4):
+            raise ValueError("SimDynamics plans from the simulated arm's own state, and the context state differs from it")
+        snap, frames = self.arm.snapshot(), []
+        try:
+            for sequence in actions.double().cpu().numpy():
+                for a in sequence:
+                    obs = self.arm.step(a)
+                frames.append(obs.frame)
+                self.arm.restore(snap)
+        finally:
+            self.arm.restore(snap)
+        frames = torch.as_tensor(np.stack(frames))
+        return torch.cat([encode_frames(self.encoder, f, self.crop) for f in frames.split(self.chunk)]).to(context_reps.device)
+
+    def rollout_flops(self, horizon: int) -> float:
+        "The encoder's FLOPs on one frame (counted once, by torch's FLOP counter); the simulator's work is not counted."
+        if self._flops is None:
+            from torch.utils.flop_counter import FlopCounterMode
+            with FlopCounterMode(display=False) as counter:
+                encode_frames(self.encoder, torch.zeros(1, self.crop, self.crop, 3, dtype=torch.uint8), self.crop)
+            self._flops = float(counter.get_total_flops())
+        return self._flops
+
+def sim_world_model(wm, arm):
+    "World model `wm` (an encoder alone will do) planning through `SimDynamics` on `arm`: what a perfect predictor would plan."
+    encoder = wm.encoder if wm.encoder is not None else wm.target_encoder
+    if encoder is None:
+        raise ValueError("sim_world_model needs a world model with an encoder (or target_encoder)")
+    return replace(wm, ac_predictor=SimDynamics(arm, encoder))
