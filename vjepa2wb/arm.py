@@ -288,6 +288,13 @@ def _move(self: SimArm, action: np.ndarray) -> Observation:
     return self._observe(info)
 
 @patch
+def close(self: SimArm):
+    if getattr(self, "renderer", None) is not None:
+        self.renderer.close(); self.renderer = None
+
+# %% ../nbs/13_arm.ipynb #05ceecad
+# -- snapshots
+@patch
 def snapshot(self: SimArm) -> tuple:
     "Everything a step depends on: all of MuJoCo's data (the derived kinematics too, one physics step behind), the clock, the gripper command."
     data = self._mj.MjData(self.model)
@@ -300,7 +307,3 @@ def restore(self: SimArm, snap: tuple):
     data, self._t, self.gripper_command = snap
     self._mj.mj_copyData(self.data, self.model, data)
 
-@patch
-def close(self: SimArm):
-    if getattr(self, "renderer", None) is not None:
-        self.renderer.close(); self.renderer = None
